@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * A mounted-or-inspected volume: a store, a verified manifest mapped in
+ * memory, and the read path (chunk cache, fetch, decompress, verify).
+ *
+ * Opening reads only the manifest: it is fetched (or mapped in place from a
+ * local store), its SHA-256 checked against the ref, and validated.  Reads
+ * fetch only the chunks they touch; every chunk is SHA-256 verified before
+ * it is cached or returned, and a mismatch is -EIO, never wrong bytes.
+ * Concurrent readers of one chunk share one fetch.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cairn/digest.h"
+#include "cairn/manifest.h"
+#include "cairn/ref.h"
+
+struct cairn_store;
+
+struct cairn_volume_options {
+        const char *cache_dir;     /* NULL: no on-disk chunk cache */
+        size_t memory_limit;       /* bytes of decoded chunks kept in memory; 0: default */
+};
+
+#define CAIRN_VOLUME_MEMORY_DEFAULT (64u * 1024 * 1024)
+
+struct cairn_volume;
+
+/*
+ * Resolves ref in store and opens the volume.  The store is borrowed and
+ * must outlive the volume.  Errors: -ENOENT unknown tag or missing
+ * manifest, -EINVAL invalid manifest or digest mismatch, -EIO; a one-line
+ * reason goes to errbuf.  ret_volume is untouched on failure.
+ */
+int cairn_volume_open(struct cairn_store *store, const struct cairn_ref *ref,
+                      const struct cairn_volume_options *opts, struct cairn_volume **ret_volume,
+                      char *errbuf, size_t errlen);
+void cairn_volume_free(struct cairn_volume *vol);
+
+const struct cairn_manifest *cairn_volume_manifest(const struct cairn_volume *vol);
+const struct cairn_digest *cairn_volume_digest(const struct cairn_volume *vol);
+struct cairn_store *cairn_volume_store(const struct cairn_volume *vol);
+
+/*
+ * Reads up to len bytes of regular file ino at off into buf.  Returns the
+ * number of bytes read (short only at end of file, 0 at or past it), or
+ * -EIO when a chunk cannot be fetched or fails verification, -EISDIR /
+ * -EINVAL for a non-file inode.  Thread-safe.
+ */
+ssize_t cairn_volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off, size_t len,
+                          void *buf);
+
+/*
+ * Fetches chunk (an index into the manifest's chunk table) from the store,
+ * bypassing all caches, decompresses and verifies it into buf (at least
+ * chunk.size bytes).  -EIO with nothing trusted in buf on any mismatch.
+ */
+int cairn_volume_fetch_chunk(struct cairn_volume *vol, uint64_t chunk, void *buf);
