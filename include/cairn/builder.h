@@ -33,6 +33,13 @@ struct cairn_build_options {
         unsigned threads;              /* 0: one per CPU */
         uint64_t pack_max;             /* roll packs at file boundaries past this */
         bool progress;                 /* progress line on stderr */
+        /*
+         * Called for each entry that is not a directory, regular file or
+         * symlink (skipped); path is relative to src_dir.  NULL: logged at
+         * debug level only.
+         */
+        void (*on_skip)(const char *path, const char *why, void *userdata);
+        void *userdata;
 };
 
 void cairn_build_options_init(struct cairn_build_options *opts);

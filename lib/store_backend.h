@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The store vtable behind include/cairn/store.h.  Each transport fills one
+ * of these; store.c parses URLs, validates arguments once and dispatches,
+ * so transports never see a malformed name, tag or digest.
+ */
+#pragma once
+
+#include "cairn/store.h"
+
+struct cairn_store_ops {
+        int (*read_ref)(struct cairn_store *s, const char *name, const char *tag,
+                        struct cairn_digest *ret_digest);
+        int (*write_ref)(struct cairn_store *s, const char *name, const char *tag,
+                         const struct cairn_digest *digest);
+        int (*blob_size)(struct cairn_store *s, const struct cairn_digest *d, uint64_t *ret_size);
+        int (*read_blob)(struct cairn_store *s, const struct cairn_digest *d, uint64_t offset,
+                         size_t len, void *buf);
+        int (*open_blob_fd)(struct cairn_store *s, const struct cairn_digest *d, int *ret_fd);
+        int (*copy_blob_to_fd)(struct cairn_store *s, const struct cairn_digest *d, int fd,
+                               uint64_t max_size, uint64_t *ret_size);
+        int (*remove_blob)(struct cairn_store *s, const struct cairn_digest *d);
+        int (*blob_writer_new)(struct cairn_store *s, struct cairn_blob_writer **ret_writer);
+        void (*free)(struct cairn_store *s);
+};
+
+/* Common head of every store; transports embed it first. */
+struct cairn_store {
+        const struct cairn_store_ops *ops;
+        char *url;
+};
+
+/* Common head of every blob writer; transports embed it first. */
+struct cairn_blob_writer_ops {
+        int (*write)(struct cairn_blob_writer *w, const void *data, size_t len);
+        int (*commit)(struct cairn_blob_writer *w, const struct cairn_digest *digest,
+                      bool *ret_created);
+        void (*free)(struct cairn_blob_writer *w);
+};
+
+struct cairn_sha256_ctx;
+
+struct cairn_blob_writer {
+        const struct cairn_blob_writer_ops *ops;
+        struct cairn_sha256_ctx *hash;
+        uint64_t size;
+        bool failed; /* a write failed: commit is refused */
+};
+
+/* Transports. */
+int cairn_store_file_open(const char *path, bool create, struct cairn_store **ret_store);
