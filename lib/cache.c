@@ -41,13 +41,35 @@ static int mkdir_at(int dirfd, const char *rel)
         return 0;
 }
 
+/* mkdir -p: the default $XDG_CACHE_HOME/cairn may sit in a directory not made yet. */
+static int mkdir_parents(const char *dir)
+{
+        char path[PATH_MAX];
+        size_t len = strlen(dir);
+        if (len == 0 || len >= sizeof(path))
+                return -ENAMETOOLONG;
+        memcpy(path, dir, len + 1);
+        for (char *p = path + 1;; p++) {
+                if (*p != '/' && *p != '\0')
+                        continue;
+                char saved = *p;
+                *p = '\0';
+                if (mkdir(path, 0755) < 0 && errno != EEXIST)
+                        return -errno;
+                *p = saved;
+                if (!saved)
+                        return 0;
+        }
+}
+
 int cairn_cache_open(const char *dir, struct cairn_cache **ret_cache)
 {
         struct cairn_cache *c;
         int r;
 
-        if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-                return -errno;
+        r = mkdir_parents(dir);
+        if (r < 0)
+                return r;
         c = calloc(1, sizeof(*c));
         if (!c)
                 return -ENOMEM;
