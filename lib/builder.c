@@ -703,7 +703,9 @@ static int list_dir(struct build *b, const char *path, struct walk_entry **ret, 
                 n++;
         }
         closedir(d);
-        qsort(ents, n, sizeof(*ents), entry_cmp);
+        /* An empty directory leaves ents NULL, which qsort() must not be given. */
+        if (n > 1)
+                qsort(ents, n, sizeof(*ents), entry_cmp);
         *ret = ents;
         *ret_n = n;
         return 0;

@@ -163,6 +163,13 @@ int cairn_cache_get(struct cairn_cache *cache, const struct cairn_digest *id, vo
         return r == -ENOENT ? -ENOENT : r;
 }
 
+bool cairn_cache_contains(struct cairn_cache *cache, const struct cairn_digest *id)
+{
+        char rel[96];
+        entry_path(id, rel);
+        return faccessat(cache->dir_fd, rel, F_OK, 0) == 0;
+}
+
 int cairn_cache_put(struct cairn_cache *cache, const struct cairn_digest *id, const void *data,
                     uint32_t size)
 {

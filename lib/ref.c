@@ -98,3 +98,16 @@ int cairn_ref_format(const struct cairn_ref *ref, char *buf, size_t len)
         }
         return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
+
+int cairn_ref_object_parse(const char *buf, size_t len, struct cairn_digest *ret_digest)
+{
+        if (len > 0 && buf[len - 1] == '\n')
+                len--;
+        if (len != 7 + CAIRN_DIGEST_HEX_LEN || memcmp(buf, "sha256:", 7) != 0)
+                return -EINVAL;
+        /* Lowercase only: one digest, one spelling. */
+        for (size_t i = 7; i < len; i++)
+                if (!((buf[i] >= '0' && buf[i] <= '9') || (buf[i] >= 'a' && buf[i] <= 'f')))
+                        return -EINVAL;
+        return cairn_digest_from_hex(buf + 7, CAIRN_DIGEST_HEX_LEN, ret_digest);
+}

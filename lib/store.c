@@ -5,6 +5,8 @@
  * transport names blobs the same way.
  */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,28 +14,66 @@
 #include "cairn/ref.h"
 #include "store_backend.h"
 
-int cairn_store_open(const char *url, bool create, struct cairn_store **ret_store)
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
 {
+        if (!errbuf || !errlen)
+                return;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(errbuf, errlen, fmt, ap);
+        va_end(ap);
+}
+
+int cairn_store_open_with(const char *url, const struct cairn_store_options *opts,
+                          struct cairn_store **ret_store, char *errbuf, size_t errlen)
+{
+        static const struct cairn_store_options defaults;
         struct cairn_store *s = NULL;
         int r;
 
-        if (!url || !*url)
+        if (!opts)
+                opts = &defaults;
+        if (errbuf && errlen)
+                errbuf[0] = '\0';
+        if (!url || !*url) {
+                set_err(errbuf, errlen, "empty store URL");
                 return -EINVAL;
+        }
         if (strncmp(url, "file://", 7) == 0) {
                 const char *path = url + 7;
                 /* Only local absolute paths: file:///abs or file://localhost/abs. */
                 if (strncmp(path, "localhost/", 10) == 0)
                         path += 9;
-                if (path[0] != '/')
+                if (path[0] != '/') {
+                        set_err(errbuf, errlen, "invalid store URL '%s': need file:///ABSOLUTE/PATH",
+                                url);
                         return -EINVAL;
-                r = cairn_store_file_open(path, create, &s);
+                }
+                r = cairn_store_file_open(path, opts->create, &s);
+        } else if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0) {
+                /* TRANSPORT-HTTP: replaced by cairn_store_http_open() when lib/store_http.c lands */
+                set_err(errbuf, errlen, "http(s) stores are not built in yet: '%s'", url);
+                return -EPROTONOSUPPORT;
+        } else if (strncmp(url, "s3://", 5) == 0) {
+                /* TRANSPORT-S3: replaced by cairn_store_s3_open() when lib/store_s3.c lands */
+                set_err(errbuf, errlen, "s3 stores are not built in yet: '%s'", url);
+                return -EPROTONOSUPPORT;
         } else if (strstr(url, "://")) {
+                set_err(errbuf, errlen,
+                        "unsupported store URL '%s' (file://, http://, https:// or s3://)", url);
                 return -EPROTONOSUPPORT;
         } else {
-                r = cairn_store_file_open(url, create, &s);
+                r = cairn_store_file_open(url, opts->create, &s);
         }
-        if (r < 0)
+        if (r < 0) {
+                if (errbuf && errlen && !errbuf[0])
+                        snprintf(errbuf, errlen, "cannot open store '%s': %s", url,
+                                 r == -ENOTDIR ? "not a cairn store (no blobs/sha256)"
+                                               : strerror(-r));
                 return r;
+        }
         s->url = strdup(url);
         if (!s->url) {
                 s->ops->free(s);
@@ -41,6 +81,12 @@ int cairn_store_open(const char *url, bool create, struct cairn_store **ret_stor
         }
         *ret_store = s;
         return 0;
+}
+
+int cairn_store_open(const char *url, bool create, struct cairn_store **ret_store)
+{
+        struct cairn_store_options opts = {.create = create};
+        return cairn_store_open_with(url, &opts, ret_store, NULL, 0);
 }
 
 void cairn_store_free(struct cairn_store *store)
@@ -88,9 +134,20 @@ int cairn_store_blob_size(struct cairn_store *store, const struct cairn_digest *
 int cairn_store_read_blob(struct cairn_store *store, const struct cairn_digest *d, uint64_t offset,
                           size_t len, void *buf)
 {
+        return cairn_store_read_blob_until(store, d, offset, len, buf, 0);
+}
+
+int cairn_store_read_blob_until(struct cairn_store *store, const struct cairn_digest *d,
+                                uint64_t offset, size_t len, void *buf, uint64_t deadline_ns)
+{
         if (offset + len < offset)
                 return -EINVAL;
-        return store->ops->read_blob(store, d, offset, len, buf);
+        return store->ops->read_blob(store, d, offset, len, buf, deadline_ns);
+}
+
+bool cairn_store_is_remote(const struct cairn_store *store)
+{
+        return store->remote;
 }
 
 int cairn_store_open_blob_fd(struct cairn_store *store, const struct cairn_digest *d, int *ret_fd)

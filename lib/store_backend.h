@@ -15,7 +15,7 @@ struct cairn_store_ops {
                          const struct cairn_digest *digest);
         int (*blob_size)(struct cairn_store *s, const struct cairn_digest *d, uint64_t *ret_size);
         int (*read_blob)(struct cairn_store *s, const struct cairn_digest *d, uint64_t offset,
-                         size_t len, void *buf);
+                         size_t len, void *buf, uint64_t deadline_ns);
         int (*open_blob_fd)(struct cairn_store *s, const struct cairn_digest *d, int *ret_fd);
         int (*copy_blob_to_fd)(struct cairn_store *s, const struct cairn_digest *d, int fd,
                                uint64_t max_size, uint64_t *ret_size);
@@ -28,6 +28,7 @@ struct cairn_store_ops {
 struct cairn_store {
         const struct cairn_store_ops *ops;
         char *url;
+        bool remote;
 };
 
 /* Common head of every blob writer; transports embed it first. */
@@ -47,5 +48,14 @@ struct cairn_blob_writer {
         bool failed; /* a write failed: commit is refused */
 };
 
-/* Transports. */
+/*
+ * Transports.  Each returns -errno and, for remote ones, a one-line reason
+ * in errbuf that never contains a secret.
+ */
 int cairn_store_file_open(const char *path, bool create, struct cairn_store **ret_store);
+/* url: "http://..." or "https://..."; read-only. lib/store_http.c */
+int cairn_store_http_open(const char *url, const struct cairn_store_options *opts,
+                          struct cairn_store **ret_store, char *errbuf, size_t errlen);
+/* url: "s3://BUCKET[/PREFIX]". lib/store_s3.c */
+int cairn_store_s3_open(const char *url, const struct cairn_store_options *opts,
+                        struct cairn_store **ret_store, char *errbuf, size_t errlen);

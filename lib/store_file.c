@@ -22,9 +22,9 @@
 #include <unistd.h>
 
 #include "cairn/log.h"
+#include "cairn/ref.h"
 #include "store_backend.h"
 
-#define REF_FILE_MAX 128
 
 struct file_store {
         struct cairn_store base;
@@ -130,7 +130,7 @@ static int file_read_ref(struct cairn_store *s, const char *name, const char *ta
                          struct cairn_digest *ret_digest)
 {
         struct file_store *fs = to_file_store(s);
-        char path[PATH_MAX], buf[REF_FILE_MAX + 1];
+        char path[PATH_MAX], buf[CAIRN_REF_OBJECT_MAX + 1];
         int r;
 
         if (snprintf(path, sizeof(path), "refs/%s/%s", name, tag) >= (int)sizeof(path))
@@ -138,7 +138,7 @@ static int file_read_ref(struct cairn_store *s, const char *name, const char *ta
         int fd = openat(fs->root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0)
                 return errno == ELOOP ? -EINVAL : -errno;
-        ssize_t n = pread(fd, buf, REF_FILE_MAX, 0);
+        ssize_t n = pread(fd, buf, sizeof(buf), 0);
         r = -errno;
         close(fd);
         if (n < 0)
@@ -146,11 +146,7 @@ static int file_read_ref(struct cairn_store *s, const char *name, const char *ta
         /* An embedded NUL would hide trailing junk from the string parser below. */
         if (memchr(buf, '\0', (size_t)n))
                 return -EINVAL;
-        buf[n] = '\0';
-        /* Exactly "sha256:<64 hex>" with an optional final newline. */
-        if (n > 0 && buf[n - 1] == '\n')
-                buf[--n] = '\0';
-        return cairn_digest_from_string(buf, ret_digest);
+        return cairn_ref_object_parse(buf, (size_t)n, ret_digest);
 }
 
 static int file_write_ref(struct cairn_store *s, const char *name, const char *tag,
@@ -211,8 +207,9 @@ static int file_open_blob_fd(struct cairn_store *s, const struct cairn_digest *d
 }
 
 static int file_read_blob(struct cairn_store *s, const struct cairn_digest *d, uint64_t offset,
-                          size_t len, void *buf)
+                          size_t len, void *buf, uint64_t deadline_ns)
 {
+        (void)deadline_ns; /* local reads do not wait on anything with a deadline */
         int fd, r = 0;
         r = file_open_blob_fd(s, d, &fd);
         if (r < 0)

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -59,7 +60,12 @@ struct cairn_volume {
         struct mem_chunk *lru_head, *lru_tail; /* protected by lock */
         size_t mem_used;            /* bytes of data in the table, protected by lock */
         size_t mem_limit;
+        uint64_t deadline_ns;       /* per read */
+        uint32_t coalesce_max;      /* stored bytes per range request (remote stores) */
 };
+
+/* Chunks fetched by one range request at most. */
+#define BATCH_MAX 64
 
 /* One decompression context per thread, freed at thread exit. */
 static pthread_key_t dctx_key;
@@ -225,9 +231,18 @@ int cairn_volume_open(struct cairn_store *store, const struct cairn_ref *ref,
                 return -ENOMEM;
         vol->store = store;
         pthread_mutex_init(&vol->lock, NULL);
-        pthread_cond_init(&vol->loaded, NULL);
+        pthread_condattr_t attr;
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&vol->loaded, &attr);
+        pthread_condattr_destroy(&attr);
         vol->mem_limit = opts && opts->memory_limit ? opts->memory_limit
                                                     : CAIRN_VOLUME_MEMORY_DEFAULT;
+        vol->deadline_ns = (uint64_t)(opts && opts->deadline_ms ? opts->deadline_ms
+                                                                : CAIRN_VOLUME_DEADLINE_DEFAULT_MS) *
+                           1000000ull;
+        vol->coalesce_max = opts && opts->coalesce_max ? opts->coalesce_max
+                                                       : CAIRN_VOLUME_COALESCE_DEFAULT;
         vol->nbuckets = 1024;
         vol->buckets = calloc(vol->nbuckets, sizeof(*vol->buckets));
         if (!vol->buckets) {
@@ -300,16 +315,50 @@ struct cairn_store *cairn_volume_store(const struct cairn_volume *vol)
         return vol->store;
 }
 
-int cairn_volume_fetch_chunk(struct cairn_volume *vol, uint64_t chunk, void *buf)
+static uint64_t now_ns(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Decodes the stored bytes of chunk into out and checks them against its id. */
+static int chunk_decode_verify(struct cairn_volume *vol, uint64_t chunk, const uint8_t *stored,
+                               uint8_t *out)
 {
         const struct cairn_manifest_chunk *c = &vol->manifest.chunks[chunk];
-        const struct cairn_manifest_blob *b = &vol->manifest.blobs[c->blob];
         struct cairn_digest actual;
+
+        if (c->flags & CAIRN_CHUNK_ZSTD) {
+                ZSTD_DCtx *d = thread_dctx();
+                if (!d)
+                        return -ENOMEM;
+                size_t n = ZSTD_decompressDCtx(d, out, c->size, stored, c->stored_size);
+                if (ZSTD_isError(n) || n != c->size) {
+                        cairn_debug("chunk %llu: cannot decompress: %s", (unsigned long long)chunk,
+                                    ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong size");
+                        return -EIO;
+                }
+        } else if (stored != out) {
+                memcpy(out, stored, c->size);
+        }
+        cairn_sha256(out, c->size, &actual);
+        if (!cairn_digest_equal(&actual, &c->id)) {
+                cairn_debug("chunk %llu: digest mismatch", (unsigned long long)chunk);
+                return -EIO;
+        }
+        return 0;
+}
+
+int cairn_volume_fetch_chunk(struct cairn_volume *vol, uint64_t chunk, void *buf)
+{
+        if (chunk >= vol->manifest.hdr->chunk_count)
+                return -EINVAL;
+        const struct cairn_manifest_chunk *c = &vol->manifest.chunks[chunk];
+        const struct cairn_manifest_blob *b = &vol->manifest.blobs[c->blob];
         uint8_t *stored = buf;
         int r;
 
-        if (chunk >= vol->manifest.hdr->chunk_count)
-                return -EINVAL;
         if (c->flags & CAIRN_CHUNK_ZSTD) {
                 stored = malloc(c->stored_size);
                 if (!stored)
@@ -320,30 +369,9 @@ int cairn_volume_fetch_chunk(struct cairn_volume *vol, uint64_t chunk, void *buf
                 cairn_debug("chunk %llu: read from blob failed: %s", (unsigned long long)chunk,
                             strerror(-r));
                 r = -EIO;
-                goto out;
+        } else {
+                r = chunk_decode_verify(vol, chunk, stored, buf);
         }
-        if (c->flags & CAIRN_CHUNK_ZSTD) {
-                ZSTD_DCtx *d = thread_dctx();
-                if (!d) {
-                        r = -ENOMEM;
-                        goto out;
-                }
-                size_t n = ZSTD_decompressDCtx(d, buf, c->size, stored, c->stored_size);
-                if (ZSTD_isError(n) || n != c->size) {
-                        cairn_debug("chunk %llu: cannot decompress: %s", (unsigned long long)chunk,
-                                    ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong size");
-                        r = -EIO;
-                        goto out;
-                }
-        }
-        cairn_sha256(buf, c->size, &actual);
-        if (!cairn_digest_equal(&actual, &c->id)) {
-                cairn_debug("chunk %llu: digest mismatch", (unsigned long long)chunk);
-                r = -EIO;
-                goto out;
-        }
-        r = 0;
-out:
         if (stored != buf)
                 free(stored);
         return r;
@@ -389,16 +417,31 @@ static void lru_push_front(struct cairn_volume *vol, struct mem_chunk *c)
                 vol->lru_tail = c;
 }
 
-static void table_remove(struct cairn_volume *vol, struct mem_chunk *c)
+/*
+ * Takes c out of the hash table and the LRU and stops counting its memory.
+ * Its hnext then points to itself: "unlinked, still owned by a reader".
+ */
+static void table_unlink(struct cairn_volume *vol, struct mem_chunk *c)
 {
         struct mem_chunk **pp = &vol->buckets[bucket_of(vol, &c->id)];
         while (*pp != c)
                 pp = &(*pp)->hnext;
         *pp = c->hnext;
+        c->hnext = c;
         lru_unlink(vol, c);
         vol->mem_used -= c->size;
+}
+
+static void free_entry(struct mem_chunk *c)
+{
         free(c->data);
         free(c);
+}
+
+static void table_remove(struct cairn_volume *vol, struct mem_chunk *c)
+{
+        table_unlink(vol, c);
+        free_entry(c);
 }
 
 /* Evicts unpinned, loaded entries from the LRU tail until need more bytes fit. */
@@ -413,25 +456,158 @@ static void table_make_room(struct cairn_volume *vol, size_t need)
         }
 }
 
-/* Loads chunk into buf: on-disk cache, else the store (verified), then caches it. */
-static int chunk_load(struct cairn_volume *vol, uint64_t chunk, uint8_t *buf)
+/*
+ * A run of chunks fetched with one range request: contiguous in one blob.
+ * entries[i] is the table entry of chunk first + i, all CHUNK_LOADING.
+ */
+static void chunk_release(struct cairn_volume *vol, struct mem_chunk *c);
+
+struct batch {
+        uint64_t first;
+        unsigned n;
+        struct mem_chunk *entries[BATCH_MAX];
+};
+
+static bool can_join(const struct cairn_manifest_chunk *prev, const struct cairn_manifest_chunk *c)
 {
-        const struct cairn_manifest_chunk *c = &vol->manifest.chunks[chunk];
-        if (vol->cache && cairn_cache_get(vol->cache, &c->id, buf, c->size) == 0)
-                return 0;
-        int r = cairn_volume_fetch_chunk(vol, chunk, buf);
-        if (r < 0)
-                return r;
-        if (vol->cache) {
-                int w = cairn_cache_put(vol->cache, &c->id, buf, c->size);
-                if (w < 0)
-                        cairn_debug("cache: cannot store chunk: %s", strerror(-w));
+        return c->blob == prev->blob && c->blob_offset == prev->blob_offset + prev->stored_size;
+}
+
+static struct mem_chunk *entry_new_locked(struct cairn_volume *vol,
+                                          const struct cairn_manifest_chunk *mc, unsigned pins)
+{
+        struct mem_chunk *c = calloc(1, sizeof(*c));
+        uint8_t *data = c ? malloc(mc->size) : NULL;
+        if (!data) {
+                free(c);
+                return NULL;
         }
-        return 0;
+        c->id = mc->id;
+        c->data = data;
+        c->size = mc->size;
+        c->state = CHUNK_LOADING;
+        c->pins = pins;
+        size_t b = bucket_of(vol, &c->id);
+        c->hnext = vol->buckets[b];
+        vol->buckets[b] = c;
+        lru_push_front(vol, c);
+        vol->mem_used += c->size;
+        return c;
+}
+
+/*
+ * Extends a batch with the chunks that follow it in the same blob, while
+ * they are not loaded or cached already and fit the request and memory
+ * caps: a sequential reader then costs one large request per window
+ * instead of one per chunk.  Called with vol->lock held.
+ */
+static void batch_extend_locked(struct cairn_volume *vol, struct batch *b)
+{
+        const struct cairn_manifest *m = &vol->manifest;
+        uint64_t bytes = m->chunks[b->first].stored_size;
+        while (b->n < BATCH_MAX && b->first + b->n < m->hdr->chunk_count) {
+                const struct cairn_manifest_chunk *prev = &m->chunks[b->first + b->n - 1];
+                const struct cairn_manifest_chunk *c = prev + 1;
+                if (!can_join(prev, c) || bytes + c->stored_size > vol->coalesce_max)
+                        break;
+                if (table_find(vol, &c->id))
+                        break;
+                if (vol->mem_used + c->size > vol->mem_limit)
+                        table_make_room(vol, c->size);
+                if (vol->mem_used + c->size > vol->mem_limit)
+                        break;
+                if (vol->cache && cairn_cache_contains(vol->cache, &c->id))
+                        break;
+                struct mem_chunk *e = entry_new_locked(vol, c, 0);
+                if (!e)
+                        break;
+                b->entries[b->n++] = e;
+                bytes += c->stored_size;
+        }
+}
+
+/*
+ * Fetches a batch with range requests, verifies every chunk, and refetches
+ * the ones that failed verification (a flipped byte on the wire) until they
+ * pass, the attempts run out or the deadline passes.  Verified chunks are
+ * written to the on-disk cache before they are published.  Returns the
+ * result for entries[0]; every entry leaves CHUNK_LOADING.
+ */
+static int batch_fetch(struct cairn_volume *vol, struct batch *b, uint64_t deadline)
+{
+        const struct cairn_manifest *m = &vol->manifest;
+        int result[BATCH_MAX];
+        int r = -EIO;
+
+        for (unsigned i = 0; i < b->n; i++)
+                result[i] = -EIO;
+        for (unsigned attempt = 0; attempt < CAIRN_VOLUME_VERIFY_ATTEMPTS; attempt++) {
+                unsigned lo = b->n, hi = 0;
+                for (unsigned i = 0; i < b->n; i++)
+                        if (result[i] < 0) {
+                                lo = lo < i ? lo : i;
+                                hi = i;
+                        }
+                if (lo == b->n)
+                        break;
+                if (attempt > 0 && now_ns() >= deadline)
+                        break;
+                const struct cairn_manifest_chunk *first = &m->chunks[b->first + lo];
+                const struct cairn_manifest_chunk *last = &m->chunks[b->first + hi];
+                size_t len = (size_t)(last->blob_offset + last->stored_size - first->blob_offset);
+                uint8_t *buf = malloc(len);
+                if (!buf) {
+                        r = -ENOMEM;
+                        break;
+                }
+                r = cairn_store_read_blob_until(vol->store, &m->blobs[first->blob].digest,
+                                                first->blob_offset, len, buf, deadline);
+                if (r < 0) {
+                        cairn_debug("chunks %llu..%llu: fetch failed: %s",
+                                    (unsigned long long)(b->first + lo),
+                                    (unsigned long long)(b->first + hi), strerror(-r));
+                        free(buf);
+                        break; /* the store already retried transport faults */
+                }
+                for (unsigned i = lo; i <= hi; i++) {
+                        if (result[i] >= 0)
+                                continue;
+                        const struct cairn_manifest_chunk *c = &m->chunks[b->first + i];
+                        result[i] = chunk_decode_verify(vol, b->first + i,
+                                                        buf + (c->blob_offset - first->blob_offset),
+                                                        b->entries[i]->data);
+                }
+                free(buf);
+        }
+        for (unsigned i = 0; i < b->n; i++)
+                if (result[i] >= 0 && vol->cache) {
+                        int w = cairn_cache_put(vol->cache, &b->entries[i]->id,
+                                                b->entries[i]->data, b->entries[i]->size);
+                        if (w < 0)
+                                cairn_debug("cache: cannot store chunk: %s", strerror(-w));
+                }
+
+        pthread_mutex_lock(&vol->lock);
+        for (unsigned i = 0; i < b->n; i++) {
+                struct mem_chunk *e = b->entries[i];
+                if (result[i] >= 0) {
+                        e->state = CHUNK_READY;
+                        continue;
+                }
+                e->state = CHUNK_FAILED;
+                e->error = -EIO;
+                /* Only entries[0] is pinned (by our caller); the others go now. */
+                if (i > 0 && e->pins == 0)
+                        table_remove(vol, e);
+        }
+        pthread_cond_broadcast(&vol->loaded);
+        pthread_mutex_unlock(&vol->lock);
+        return result[0] >= 0 ? 0 : (r == -ENOMEM ? r : -EIO);
 }
 
 /* Returns a pinned, loaded entry for chunk; unpin with chunk_release(). */
-static int chunk_acquire(struct cairn_volume *vol, uint64_t chunk, struct mem_chunk **ret)
+static int chunk_acquire(struct cairn_volume *vol, uint64_t chunk, uint64_t deadline,
+                         struct mem_chunk **ret)
 {
         const struct cairn_manifest_chunk *mc = &vol->manifest.chunks[chunk];
         struct mem_chunk *c;
@@ -451,53 +627,51 @@ static int chunk_acquire(struct cairn_volume *vol, uint64_t chunk, struct mem_ch
                         return 0;
                 }
                 if (c->state == CHUNK_LOADING) {
-                        pthread_cond_wait(&vol->loaded, &vol->lock);
+                        /* Single flight: wait for the reader that is fetching it. */
+                        struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000ull),
+                                              .tv_nsec = (long)(deadline % 1000000000ull)};
+                        if (pthread_cond_timedwait(&vol->loaded, &vol->lock, &ts) == ETIMEDOUT) {
+                                pthread_mutex_unlock(&vol->lock);
+                                return -ETIMEDOUT;
+                        }
                         continue;
                 }
-                /* A failed load is not remembered: the next reader retries. */
-                r = c->error;
+                /* A failed load is not remembered: this reader retries. */
                 if (c->pins == 0)
                         table_remove(vol, c);
-                pthread_mutex_unlock(&vol->lock);
-                return r;
+                else
+                        table_unlink(vol, c); /* its loader frees it on release */
+                break;
         }
 
         table_make_room(vol, mc->size);
-        c = calloc(1, sizeof(*c));
-        uint8_t *data = c ? malloc(mc->size) : NULL;
-        if (!data) {
-                free(c);
+        struct batch b = {.first = chunk, .n = 1};
+        c = entry_new_locked(vol, mc, 1);
+        if (!c) {
                 pthread_mutex_unlock(&vol->lock);
                 return -ENOMEM;
         }
-        c->id = mc->id;
-        c->data = data;
-        c->size = mc->size;
-        c->state = CHUNK_LOADING;
-        c->pins = 1;
-        size_t b = bucket_of(vol, &c->id);
-        c->hnext = vol->buckets[b];
-        vol->buckets[b] = c;
-        lru_push_front(vol, c);
-        vol->mem_used += c->size;
+        b.entries[0] = c;
         pthread_mutex_unlock(&vol->lock);
 
-        r = chunk_load(vol, chunk, c->data);
-
-        pthread_mutex_lock(&vol->lock);
-        if (r < 0) {
-                c->state = CHUNK_FAILED;
-                c->error = r;
-                c->pins--;
-                if (c->pins == 0)
-                        table_remove(vol, c);
-        } else {
+        if (vol->cache && cairn_cache_get(vol->cache, &mc->id, c->data, c->size) == 0) {
+                pthread_mutex_lock(&vol->lock);
                 c->state = CHUNK_READY;
+                pthread_cond_broadcast(&vol->loaded);
+                pthread_mutex_unlock(&vol->lock);
+                *ret = c;
+                return 0;
         }
-        pthread_cond_broadcast(&vol->loaded);
-        pthread_mutex_unlock(&vol->lock);
-        if (r < 0)
+        if (cairn_store_is_remote(vol->store)) {
+                pthread_mutex_lock(&vol->lock);
+                batch_extend_locked(vol, &b);
+                pthread_mutex_unlock(&vol->lock);
+        }
+        r = batch_fetch(vol, &b, deadline);
+        if (r < 0) {
+                chunk_release(vol, c);
                 return r;
+        }
         *ret = c;
         return 0;
 }
@@ -506,8 +680,14 @@ static void chunk_release(struct cairn_volume *vol, struct mem_chunk *c)
 {
         pthread_mutex_lock(&vol->lock);
         c->pins--;
-        if (c->pins == 0 && vol->mem_used > vol->mem_limit)
+        if (c->pins == 0 && c->state == CHUNK_FAILED) {
+                if (c->hnext != c) /* still in the table */
+                        table_remove(vol, c);
+                else
+                        free_entry(c);
+        } else if (c->pins == 0 && vol->mem_used > vol->mem_limit) {
                 table_make_room(vol, 0);
+        }
         pthread_mutex_unlock(&vol->lock);
 }
 
@@ -534,16 +714,17 @@ ssize_t cairn_volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off, 
         r = cairn_manifest_find_chunk(m, ino, off, &idx);
         if (r < 0)
                 return r == -ENXIO ? 0 : r;
+        uint64_t deadline = now_ns() + vol->deadline_ns;
         while (done < len) {
                 const struct cairn_manifest_chunk *mc = &m->chunks[idx];
                 struct mem_chunk *c = NULL;
-                r = chunk_acquire(vol, idx, &c);
+                r = chunk_acquire(vol, idx, deadline, &c);
                 /*
                  * Never return a short count for a failed chunk: to the kernel a
                  * short read means end of file, and it would zero-fill the rest.
                  */
                 if (r < 0)
-                        return r;
+                        return r == -ENOMEM ? r : -EIO;
                 uint64_t in_chunk = off + done - mc->file_offset;
                 size_t n = mc->size - in_chunk;
                 if (n > len - done)

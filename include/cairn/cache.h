@@ -12,6 +12,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,6 +34,8 @@ const char *cairn_cache_dir(const struct cairn_cache *cache);
  */
 int cairn_cache_get(struct cairn_cache *cache, const struct cairn_digest *id, void *buf,
                     uint32_t size);
+/* True when an entry for id exists (not checked: a hint for read coalescing). */
+bool cairn_cache_contains(struct cairn_cache *cache, const struct cairn_digest *id);
 /* Stores a chunk that the caller has verified.  Failures are not fatal to readers. */
 int cairn_cache_put(struct cairn_cache *cache, const struct cairn_digest *id, const void *data,
                     uint32_t size);

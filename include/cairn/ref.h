@@ -27,5 +27,14 @@ struct cairn_ref {
 int cairn_ref_parse(const char *s, struct cairn_ref *ret_ref);
 bool cairn_ref_name_valid(const char *name);
 bool cairn_ref_tag_valid(const char *tag);
+/*
+ * Parses the content of a ref object (refs/NAME/TAG in a store): exactly
+ * "sha256:<64 lowercase hex>" with an optional final "\n".  The bytes are
+ * untrusted (they may come from the network): len is honoured, no NUL is
+ * needed, anything else is -EINVAL.
+ */
+#define CAIRN_REF_OBJECT_MAX 72
+int cairn_ref_object_parse(const char *buf, size_t len, struct cairn_digest *ret_digest);
+
 /* "NAME:TAG" or "NAME@sha256:hex" into buf; -ENAMETOOLONG if it does not fit. */
 int cairn_ref_format(const struct cairn_ref *ref, char *buf, size_t len);

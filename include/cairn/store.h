@@ -16,8 +16,45 @@
 #include "cairn/digest.h"
 
 struct cairn_store;
+struct cairn_fetch;
 
-/* Opens the store at url.  create: make the directory layout if missing (build). */
+enum cairn_s3_addressing {
+        CAIRN_S3_ADDRESSING_AUTO,    /* path style for custom endpoints, else virtual-hosted */
+        CAIRN_S3_ADDRESSING_PATH,
+        CAIRN_S3_ADDRESSING_VIRTUAL,
+};
+
+/*
+ * Everything a store may be configured with.  NULL / 0 fields take the
+ * AWS-style defaults (environment, then shared config files).  Strings are
+ * borrowed for the duration of cairn_store_open_with() only.
+ */
+struct cairn_store_options {
+        bool create;                 /* local stores: make the layout if missing */
+        /* Remote stores: the engine to use (borrowed; NULL: the store makes its own). */
+        struct cairn_fetch *fetch;
+        unsigned max_connections;    /* per host; 0: default */
+        unsigned deadline_ms;        /* per read; 0: default (30 s) */
+        const char *ca_file;
+        bool insecure;
+        /* S3 */
+        const char *endpoint;        /* overrides AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL */
+        const char *region;          /* overrides AWS_REGION / AWS_DEFAULT_REGION */
+        const char *profile;         /* overrides AWS_PROFILE */
+        enum cairn_s3_addressing addressing;
+        bool anonymous;              /* never sign, even if credentials are configured */
+};
+
+/*
+ * Opens the store at url: "file:///abs/path" or a plain path (local),
+ * "http://..." / "https://..." (read-only), "s3://BUCKET[/PREFIX]".
+ * On failure returns -errno and, if errbuf is set, a one-line reason that
+ * never contains a secret.
+ */
+int cairn_store_open_with(const char *url, const struct cairn_store_options *opts,
+                          struct cairn_store **ret_store, char *errbuf, size_t errlen);
+
+/* Opens the store at url with default options.  create: make the layout if missing (build). */
 int cairn_store_open(const char *url, bool create, struct cairn_store **ret_store);
 void cairn_store_free(struct cairn_store *store);
 /* The URL as given (owned by the store). */
@@ -36,6 +73,14 @@ int cairn_store_blob_size(struct cairn_store *store, const struct cairn_digest *
 /* Reads exactly len bytes at offset; -EIO on a short blob. Not verified. */
 int cairn_store_read_blob(struct cairn_store *store, const struct cairn_digest *d, uint64_t offset,
                           size_t len, void *buf);
+/*
+ * The same with an absolute deadline (CLOCK_MONOTONIC ns, see
+ * cairn_fetch_now_ns(); 0: the store's default): -ETIMEDOUT past it.
+ */
+int cairn_store_read_blob_until(struct cairn_store *store, const struct cairn_digest *d,
+                                uint64_t offset, size_t len, void *buf, uint64_t deadline_ns);
+/* True for stores whose reads cost a network round trip (worth coalescing). */
+bool cairn_store_is_remote(const struct cairn_store *store);
 /*
  * Opens the blob as a local read-only file descriptor when the store is
  * local (caller closes it); -EOPNOTSUPP for stores without local files.

@@ -24,9 +24,15 @@ struct cairn_store;
 struct cairn_volume_options {
         const char *cache_dir;     /* NULL: no on-disk chunk cache */
         size_t memory_limit;       /* bytes of decoded chunks kept in memory; 0: default */
+        unsigned deadline_ms;      /* a read fails with -EIO past this; 0: default */
+        uint32_t coalesce_max;     /* remote stores: bytes per range request; 0: default */
 };
 
 #define CAIRN_VOLUME_MEMORY_DEFAULT (64u * 1024 * 1024)
+#define CAIRN_VOLUME_DEADLINE_DEFAULT_MS 30000u
+#define CAIRN_VOLUME_COALESCE_DEFAULT (16u * 1024 * 1024)
+/* Refetches of a range whose bytes failed verification, within the deadline. */
+#define CAIRN_VOLUME_VERIFY_ATTEMPTS 8
 
 struct cairn_volume;
 
@@ -48,8 +54,9 @@ struct cairn_store *cairn_volume_store(const struct cairn_volume *vol);
 /*
  * Reads up to len bytes of regular file ino at off into buf.  Returns the
  * number of bytes read (short only at end of file, 0 at or past it), or
- * -EIO when a chunk cannot be fetched or fails verification, -EISDIR /
- * -EINVAL for a non-file inode.  Thread-safe.
+ * -EIO when a chunk cannot be fetched, fails verification on every attempt,
+ * or the read's deadline passes; -EISDIR / -EINVAL for a non-file inode.
+ * Thread-safe.
  */
 ssize_t cairn_volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off, size_t len,
                           void *buf);

@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The fetch engine: every network byte cairn reads or writes goes through
+ * here.  One engine per process owns a libcurl multi handle driven by one
+ * event thread; any number of threads submit requests and either wait for
+ * them (cairn_fetch_do) or get a completion callback (cairn_fetch_submit).
+ * Connections are kept alive and reused, at most max_connections per host.
+ *
+ * Robustness is the engine's job, so that no caller has to get it right:
+ * - every request has an absolute deadline; past it the request fails
+ *   with -ETIMEDOUT whatever state it is in (connecting, stalled, retrying);
+ * - retries with exponential backoff and full jitter, bounded attempts, on
+ *   connection errors and resets, stalls (low-speed limit), 5xx, 429 and
+ *   S3 "SlowDown", short bodies, a 200 where a 206 was asked, and a
+ *   Content-Range that does not match the request;
+ * - response bodies are written only into the caller's buffer of a known
+ *   size (or a capped stream): a lying server cannot make us allocate;
+ * - TLS peer and host verification are on unless `insecure` is set.
+ *
+ * Failures: -ENOENT (404), -EACCES (401/403: credentials or signature),
+ * -ETIMEDOUT (deadline), -EFBIG (body over its cap), -EIO (anything else
+ * after the last attempt), -ENOMEM.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct cairn_fetch;
+
+struct cairn_fetch_options {
+        unsigned max_connections;     /* per host; 0: 8 */
+        unsigned max_attempts;        /* 0: 6 */
+        unsigned deadline_ms;         /* default per-request deadline; 0: 30000 */
+        unsigned connect_timeout_ms;  /* per attempt; 0: 5000 */
+        unsigned stall_timeout_ms;    /* abort an attempt that moves < 1 KiB/s this long; 0: 5000 */
+        unsigned backoff_base_ms;     /* first retry delay cap; 0: 50 */
+        unsigned backoff_max_ms;      /* 0: 2000 */
+        const char *ca_file;          /* NULL: system bundle */
+        bool insecure;                /* skip TLS verification (warned about by the front) */
+};
+
+/* One request header, "Name: value" as curl wants it. */
+#define CAIRN_FETCH_MAX_HEADERS 16
+
+struct cairn_fetch_request;
+
+/*
+ * Called before every attempt (so that a signature carries the attempt's
+ * time) to add headers; S3 signs here.  Returns -errno to fail the request.
+ */
+typedef int (*cairn_fetch_sign_fn)(void *sign_ctx, const struct cairn_fetch_request *req,
+                                   char headers[][512], unsigned *ret_nheaders);
+
+struct cairn_fetch_request {
+        const char *method;        /* "GET", "HEAD", "PUT", "POST", "DELETE" */
+        const char *url;           /* full URL, path already percent-encoded */
+        /* Ranged GET: expects 206 with exactly this range (range_len > 0). */
+        uint64_t range_offset;
+        uint64_t range_len;
+        /* Request body (PUT/POST), not copied: must stay valid until completion. */
+        const void *body;
+        size_t body_len;
+        /* Response body: into out (out_cap bytes; more is -EFBIG), or to out_fd if >= 0. */
+        void *out;
+        size_t out_cap;
+        int out_fd;                /* -1 when unused */
+        uint64_t out_fd_cap;       /* cap on bytes streamed to out_fd */
+        uint64_t deadline_ns;      /* absolute CLOCK_MONOTONIC; 0: now + options.deadline_ms */
+        cairn_fetch_sign_fn sign;  /* optional */
+        void *sign_ctx;
+        /* Extra fixed headers ("Name: value"), NULL-terminated; optional. */
+        const char *const *headers;
+};
+
+struct cairn_fetch_response {
+        long status;               /* last HTTP status, 0 if none */
+        uint64_t body_len;         /* bytes delivered to out / out_fd */
+        uint64_t content_length;   /* from the response, UINT64_MAX if absent */
+        uint64_t total_size;       /* from Content-Range ".../total", UINT64_MAX if absent */
+        char etag[130];            /* ETag header, quotes kept; "" if absent */
+        char error_code[64];       /* S3 <Code> from an error body, "" if none */
+        char error_message[256];   /* S3 <Message>, sanitized to printable ASCII */
+        unsigned attempts;
+};
+
+int cairn_fetch_new(const struct cairn_fetch_options *opts, struct cairn_fetch **ret_fetch);
+/* Fails pending requests with -ECANCELED, joins the event thread. */
+void cairn_fetch_free(struct cairn_fetch *fetch);
+
+/* Synchronous: returns when the request completed, failed or hit its deadline.  Thread-safe. */
+int cairn_fetch_do(struct cairn_fetch *fetch, const struct cairn_fetch_request *req,
+                   struct cairn_fetch_response *ret_response);
+
+/*
+ * Asynchronous: done(ctx, result, response) runs once on the event thread
+ * (keep it short; never call cairn_fetch_do from it).  req and its buffers
+ * must stay valid until then.
+ */
+typedef void (*cairn_fetch_done_fn)(void *ctx, int result,
+                                    const struct cairn_fetch_response *response);
+int cairn_fetch_submit(struct cairn_fetch *fetch, const struct cairn_fetch_request *req,
+                       cairn_fetch_done_fn done, void *ctx);
+
+/* Monotonic clock in nanoseconds, the time base of deadline_ns. */
+uint64_t cairn_fetch_now_ns(void);
+
+/* The process-wide default engine options, from CAIRN_* environment variables if set. */
+void cairn_fetch_options_default(struct cairn_fetch_options *ret_opts);

@@ -1,0 +1,598 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The chunk cache.  Round trips, misses, and above all damage: an entry
+ * with a flipped data byte, a bad magic, a wrong length or CRC field, cut
+ * short or with a byte appended must be detected, removed and reported as
+ * a miss (-ENOENT), so the reader refetches and re-verifies.  Also the
+ * entry layout on disk, temporaries never left behind, several threads
+ * filling one cache, and the default directory for root and for other
+ * users (the latter checked in a child that drops to an unprivileged uid
+ * when the test runs as root).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "cairn/cache.h"
+#include "cairn/crc32c.h"
+#include "cairn/digest.h"
+
+struct fixture {
+        char dir[1024];  /* the temp dir */
+        char cdir[1100]; /* dir/cache */
+        struct cairn_cache *cache;
+};
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+        (void)st;
+        (void)flag;
+        (void)ftw;
+        remove(path);
+        return 0;
+}
+
+static void rm_rf(const char *path)
+{
+        nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static int setup(void **state)
+{
+        struct fixture *f = calloc(1, sizeof(*f));
+        if (!f)
+                return -1;
+        const char *tmp = getenv("TMPDIR");
+        snprintf(f->dir, sizeof(f->dir), "%s/cairn-test-cache-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(f->dir)) {
+                free(f);
+                return -1;
+        }
+        snprintf(f->cdir, sizeof(f->cdir), "%s/cache", f->dir);
+        if (cairn_cache_open(f->cdir, &f->cache) < 0) {
+                rm_rf(f->dir);
+                free(f);
+                return -1;
+        }
+        *state = f;
+        return 0;
+}
+
+static int teardown(void **state)
+{
+        struct fixture *f = *state;
+        cairn_cache_free(f->cache);
+        rm_rf(f->dir);
+        free(f);
+        return 0;
+}
+
+static uint8_t *pattern(size_t len, unsigned seed)
+{
+        uint8_t *p = malloc(len ? len : 1);
+        assert_non_null(p);
+        uint32_t x = seed * 2654435761u + 7;
+        for (size_t i = 0; i < len; i++) {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                p[i] = (uint8_t)x;
+        }
+        return p;
+}
+
+static void entry_path(const struct fixture *f, const struct cairn_digest *id, char *buf,
+                       size_t len)
+{
+        char hex[CAIRN_DIGEST_HEX_LEN + 1];
+        cairn_digest_to_hex(id, hex);
+        int n = snprintf(buf, len, "%s/chunks/%.2s/%s", f->cdir, hex, hex);
+        assert_true(n > 0 && (size_t)n < len);
+}
+
+static bool exists(const char *path)
+{
+        struct stat st;
+        return lstat(path, &st) == 0;
+}
+
+static int count_entries(const char *dir)
+{
+        DIR *d = opendir(dir);
+        if (!d)
+                return -1;
+        int n = 0;
+        for (struct dirent *de; (de = readdir(d));)
+                if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+                        n++;
+        closedir(d);
+        return n;
+}
+
+static int tmp_entries(const struct fixture *f)
+{
+        char p[1200];
+        snprintf(p, sizeof(p), "%s/tmp", f->cdir);
+        return count_entries(p);
+}
+
+/* A chunk of len bytes, verified the way the read path does: id = SHA-256. */
+struct chunk {
+        uint8_t *data;
+        uint32_t len;
+        struct cairn_digest id;
+};
+
+static struct chunk make_chunk(uint32_t len, unsigned seed)
+{
+        struct chunk c = {pattern(len, seed), len, {{0}}};
+        cairn_sha256(c.data, len, &c.id);
+        return c;
+}
+
+static void test_open_layout(void **state)
+{
+        struct fixture *f = *state;
+        char p[1200];
+        static const char *const dirs[] = {"chunks", "manifests", "tmp"};
+        for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+                struct stat st;
+                snprintf(p, sizeof(p), "%s/%s", f->cdir, dirs[i]);
+                assert_int_equal(stat(p, &st), 0);
+                assert_true(S_ISDIR(st.st_mode));
+        }
+        assert_string_equal(cairn_cache_dir(f->cache), f->cdir);
+        /* Reopening an existing cache works; so does a second handle at once. */
+        struct cairn_cache *c2 = NULL;
+        assert_int_equal(cairn_cache_open(f->cdir, &c2), 0);
+        cairn_cache_free(c2);
+        cairn_cache_free(NULL);
+
+        /* A regular file where the directory should be. */
+        snprintf(p, sizeof(p), "%s/afile", f->dir);
+        int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        assert_true(fd >= 0);
+        close(fd);
+        c2 = NULL;
+        assert_true(cairn_cache_open(p, &c2) < 0);
+        assert_null(c2);
+}
+
+static void test_round_trip(void **state)
+{
+        struct fixture *f = *state;
+        static const uint32_t sizes[] = {1, 2, 15, 16, 17, 4096, 65537, 1u << 20, 3000001};
+        for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+                struct chunk c = make_chunk(sizes[i], (unsigned)i);
+                uint8_t *buf = malloc(c.len);
+                assert_non_null(buf);
+                assert_int_equal(cairn_cache_get(f->cache, &c.id, buf, c.len), -ENOENT);
+                assert_int_equal(cairn_cache_put(f->cache, &c.id, c.data, c.len), 0);
+                memset(buf, 0, c.len);
+                assert_int_equal(cairn_cache_get(f->cache, &c.id, buf, c.len), 0);
+                assert_memory_equal(buf, c.data, c.len);
+                /* A hit does not consume the entry. */
+                memset(buf, 0, c.len);
+                assert_int_equal(cairn_cache_get(f->cache, &c.id, buf, c.len), 0);
+                assert_memory_equal(buf, c.data, c.len);
+
+                /* The documented entry: 16-byte header (magic, size, CRC-32C) + the bytes. */
+                char p[1200];
+                entry_path(f, &c.id, p, sizeof(p));
+                int fd = open(p, O_RDONLY | O_CLOEXEC);
+                assert_true(fd >= 0);
+                struct stat st;
+                assert_int_equal(fstat(fd, &st), 0);
+                assert_int_equal(st.st_size, (off_t)(CAIRN_CACHE_ENTRY_HEADER_SIZE + c.len));
+                uint8_t hdr[CAIRN_CACHE_ENTRY_HEADER_SIZE];
+                assert_int_equal(pread(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+                close(fd);
+                assert_memory_equal(hdr, CAIRN_CACHE_ENTRY_MAGIC, 8);
+                uint32_t size_le = (uint32_t)hdr[8] | (uint32_t)hdr[9] << 8 |
+                                   (uint32_t)hdr[10] << 16 | (uint32_t)hdr[11] << 24;
+                uint32_t crc_le = (uint32_t)hdr[12] | (uint32_t)hdr[13] << 8 |
+                                  (uint32_t)hdr[14] << 16 | (uint32_t)hdr[15] << 24;
+                assert_int_equal(size_le, c.len);
+                assert_int_equal(crc_le, cairn_crc32c(0, c.data, c.len));
+                free(buf);
+                free(c.data);
+        }
+        assert_int_equal(tmp_entries(f), 0);
+}
+
+static void test_put_twice_and_many(void **state)
+{
+        struct fixture *f = *state;
+        struct chunk c = make_chunk(1000, 1);
+        uint8_t buf[1000];
+        assert_int_equal(cairn_cache_put(f->cache, &c.id, c.data, c.len), 0);
+        assert_int_equal(cairn_cache_put(f->cache, &c.id, c.data, c.len), 0);
+        assert_int_equal(cairn_cache_get(f->cache, &c.id, buf, c.len), 0);
+        assert_memory_equal(buf, c.data, c.len);
+        free(c.data);
+
+        /* Enough entries to spread over many of the 256 fan-out directories. */
+        for (unsigned i = 0; i < 600; i++) {
+                struct chunk k = make_chunk(100 + i, 1000 + i);
+                assert_int_equal(cairn_cache_put(f->cache, &k.id, k.data, k.len), 0);
+                free(k.data);
+        }
+        for (unsigned i = 0; i < 600; i++) {
+                struct chunk k = make_chunk(100 + i, 1000 + i);
+                uint8_t b[700];
+                assert_int_equal(cairn_cache_get(f->cache, &k.id, b, k.len), 0);
+                assert_memory_equal(b, k.data, k.len);
+                free(k.data);
+        }
+        char p[1200];
+        snprintf(p, sizeof(p), "%s/chunks", f->cdir);
+        assert_true(count_entries(p) > 200);
+        assert_int_equal(tmp_entries(f), 0);
+}
+
+static void test_miss(void **state)
+{
+        struct fixture *f = *state;
+        struct chunk c = make_chunk(100, 2);
+        uint8_t buf[100];
+        memset(buf, 0x5a, sizeof(buf));
+        assert_int_equal(cairn_cache_get(f->cache, &c.id, buf, c.len), -ENOENT);
+        /* A neighbour in the same fan-out directory is still a miss. */
+        struct cairn_digest other = c.id;
+        other.bytes[31] ^= 1;
+        assert_int_equal(cairn_cache_put(f->cache, &c.id, c.data, c.len), 0);
+        assert_int_equal(cairn_cache_get(f->cache, &other, buf, c.len), -ENOENT);
+        free(c.data);
+}
+
+enum damage {
+        FLIP_DATA_FIRST,
+        FLIP_DATA_MIDDLE,
+        FLIP_DATA_LAST,
+        FLIP_MAGIC,
+        FLIP_SIZE,
+        FLIP_CRC,
+        TRUNCATE_DATA,
+        TRUNCATE_HEADER,
+        TRUNCATE_EMPTY,
+        APPEND_BYTE,
+        APPEND_MANY,
+        DAMAGE_COUNT,
+};
+
+static const char *const damage_names[] = {
+    "flip first data byte", "flip middle data byte", "flip last data byte", "flip magic",
+    "flip size field",      "flip crc field",        "truncate data",       "truncate header",
+    "truncate to empty",    "append one byte",       "append many bytes",
+};
+
+static void apply_damage(const char *path, enum damage how, uint32_t len)
+{
+        int fd = open(path, O_RDWR | O_CLOEXEC);
+        assert_true(fd >= 0);
+        off_t pos = -1;
+        switch (how) {
+        case FLIP_DATA_FIRST:
+                pos = CAIRN_CACHE_ENTRY_HEADER_SIZE;
+                break;
+        case FLIP_DATA_MIDDLE:
+                pos = CAIRN_CACHE_ENTRY_HEADER_SIZE + len / 2;
+                break;
+        case FLIP_DATA_LAST:
+                pos = CAIRN_CACHE_ENTRY_HEADER_SIZE + len - 1;
+                break;
+        case FLIP_MAGIC:
+                pos = 3;
+                break;
+        case FLIP_SIZE:
+                pos = 8;
+                break;
+        case FLIP_CRC:
+                pos = 14;
+                break;
+        case TRUNCATE_DATA:
+                assert_int_equal(ftruncate(fd, CAIRN_CACHE_ENTRY_HEADER_SIZE + len - 1), 0);
+                break;
+        case TRUNCATE_HEADER:
+                assert_int_equal(ftruncate(fd, 10), 0);
+                break;
+        case TRUNCATE_EMPTY:
+                assert_int_equal(ftruncate(fd, 0), 0);
+                break;
+        case APPEND_BYTE:
+                assert_int_equal(pwrite(fd, "x", 1, CAIRN_CACHE_ENTRY_HEADER_SIZE + len), 1);
+                break;
+        case APPEND_MANY: {
+                char junk[5000];
+                memset(junk, 'j', sizeof(junk));
+                off_t end = CAIRN_CACHE_ENTRY_HEADER_SIZE + len;
+                assert_int_equal(pwrite(fd, junk, sizeof(junk), end), (ssize_t)sizeof(junk));
+                break;
+        }
+        case DAMAGE_COUNT:
+                break;
+        }
+        if (pos >= 0) {
+                uint8_t b;
+                assert_int_equal(pread(fd, &b, 1, pos), 1);
+                b ^= 0x10;
+                assert_int_equal(pwrite(fd, &b, 1, pos), 1);
+        }
+        close(fd);
+}
+
+static void test_damaged_entries(void **state)
+{
+        struct fixture *f = *state;
+        static const uint32_t sizes[] = {1, 333, 70000};
+        for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+                for (int how = 0; how < DAMAGE_COUNT; how++) {
+                        struct chunk c = make_chunk(sizes[s], (unsigned)(how * 10 + s));
+                        uint8_t *buf = malloc(c.len);
+                        char p[1200];
+                        assert_non_null(buf);
+                        entry_path(f, &c.id, p, sizeof(p));
+                        assert_int_equal(cairn_cache_put(f->cache, &c.id, c.data, c.len), 0);
+                        assert_true(exists(p));
+                        apply_damage(p, (enum damage)how, c.len);
+                        int r = cairn_cache_get(f->cache, &c.id, buf, c.len);
+                        if (r != -ENOENT)
+                                fail_msg("%s on a %u-byte entry: got %d, want -ENOENT",
+                                         damage_names[how], c.len, r);
+                        if (exists(p))
+                                fail_msg("%s on a %u-byte entry: entry not removed",
+                                         damage_names[how], c.len);
+                        /* Repaired by the next put, like a refetch would. */
+                        assert_int_equal(cairn_cache_put(f->cache, &c.id, c.data, c.len), 0);
+                        assert_int_equal(cairn_cache_get(f->cache, &c.id, buf, c.len), 0);
+                        assert_memory_equal(buf, c.data, c.len);
+                        free(buf);
+                        free(c.data);
+                }
+        }
+}
+
+/* An entry stored under another chunk's id cannot be told apart by CRC; the size check can. */
+static void test_wrong_size(void **state)
+{
+        struct fixture *f = *state;
+        struct chunk c = make_chunk(4096, 3);
+        uint8_t *buf = malloc(8192);
+        assert_non_null(buf);
+        assert_int_equal(cairn_cache_put(f->cache, &c.id, c.data, c.len), 0);
+        assert_int_equal(cairn_cache_get(f->cache, &c.id, buf, c.len - 1), -ENOENT);
+        assert_int_equal(cairn_cache_put(f->cache, &c.id, c.data, c.len), 0);
+        assert_int_equal(cairn_cache_get(f->cache, &c.id, buf, c.len + 1), -ENOENT);
+        assert_int_equal(cairn_cache_put(f->cache, &c.id, c.data, c.len), 0);
+        assert_int_equal(cairn_cache_get(f->cache, &c.id, buf, 8192), -ENOENT);
+        assert_int_equal(cairn_cache_put(f->cache, &c.id, c.data, c.len), 0);
+        assert_int_equal(cairn_cache_get(f->cache, &c.id, buf, 16), -ENOENT);
+        /* And the right size still works after a repair. */
+        assert_int_equal(cairn_cache_put(f->cache, &c.id, c.data, c.len), 0);
+        assert_int_equal(cairn_cache_get(f->cache, &c.id, buf, c.len), 0);
+        assert_memory_equal(buf, c.data, c.len);
+        free(buf);
+        free(c.data);
+}
+
+/* Entries from a crashed writer in tmp/ are invisible to readers. */
+static void test_tmp_invisible(void **state)
+{
+        struct fixture *f = *state;
+        struct chunk c = make_chunk(200, 4);
+        uint8_t buf[200];
+        char p[1200];
+        snprintf(p, sizeof(p), "%s/tmp/partial", f->cdir);
+        int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, CAIRN_CACHE_ENTRY_MAGIC, 8), 8);
+        close(fd);
+        assert_int_equal(cairn_cache_get(f->cache, &c.id, buf, c.len), -ENOENT);
+        free(c.data);
+}
+
+static void test_manifest_path(void **state)
+{
+        struct fixture *f = *state;
+        struct cairn_digest d;
+        char buf[2048], want[2048], hex[CAIRN_DIGEST_HEX_LEN + 1];
+        cairn_sha256("manifest", 8, &d);
+        cairn_digest_to_hex(&d, hex);
+        snprintf(want, sizeof(want), "%s/manifests/%s", f->cdir, hex);
+        assert_int_equal(cairn_cache_manifest_path(f->cache, &d, buf, sizeof(buf)), 0);
+        assert_string_equal(buf, want);
+        size_t need = strlen(want) + 1;
+        assert_int_equal(cairn_cache_manifest_path(f->cache, &d, buf, need), 0);
+        assert_int_equal(cairn_cache_manifest_path(f->cache, &d, buf, need - 1), -ENAMETOOLONG);
+}
+
+struct filler {
+        struct cairn_cache *cache;
+        unsigned id;
+        int failures;
+};
+
+static void *filler_main(void *arg)
+{
+        struct filler *fl = arg;
+        /* All threads put and get the same 64 chunks, in different orders. */
+        for (unsigned round = 0; round < 4; round++) {
+                for (unsigned k = 0; k < 64; k++) {
+                        unsigned i = (k * 7 + fl->id * 13 + round) % 64;
+                        struct chunk c = make_chunk(5000 + i * 100, 500 + i);
+                        uint8_t *buf = malloc(c.len);
+                        if (!buf || cairn_cache_put(fl->cache, &c.id, c.data, c.len) < 0)
+                                fl->failures++;
+                        else if (cairn_cache_get(fl->cache, &c.id, buf, c.len) == 0 &&
+                                 memcmp(buf, c.data, c.len) != 0)
+                                fl->failures++; /* a hit must never return wrong bytes */
+                        free(buf);
+                        free(c.data);
+                }
+        }
+        return NULL;
+}
+
+static void test_concurrent(void **state)
+{
+        struct fixture *f = *state;
+        enum { N = 6 };
+        pthread_t th[N];
+        struct filler fl[N];
+        for (unsigned i = 0; i < N; i++) {
+                fl[i] = (struct filler){f->cache, i, 0};
+                assert_int_equal(pthread_create(&th[i], NULL, filler_main, &fl[i]), 0);
+        }
+        for (unsigned i = 0; i < N; i++) {
+                pthread_join(th[i], NULL);
+                assert_int_equal(fl[i].failures, 0);
+        }
+        for (unsigned i = 0; i < 64; i++) {
+                struct chunk c = make_chunk(5000 + i * 100, 500 + i);
+                uint8_t *buf = malloc(c.len);
+                assert_non_null(buf);
+                assert_int_equal(cairn_cache_get(f->cache, &c.id, buf, c.len), 0);
+                assert_memory_equal(buf, c.data, c.len);
+                free(buf);
+                free(c.data);
+        }
+        assert_int_equal(tmp_entries(f), 0);
+}
+
+/* ---- default directory ---- */
+
+static void test_default_dir_root(void **state)
+{
+        (void)state;
+        if (geteuid() != 0)
+                skip();
+        char buf[4096];
+        /* Root ignores XDG_CACHE_HOME and HOME. */
+        setenv("XDG_CACHE_HOME", "/xdg", 1);
+        setenv("HOME", "/home/someone", 1);
+        assert_int_equal(cairn_cache_default_dir(buf, sizeof(buf)), 0);
+        assert_string_equal(buf, "/var/cache/cairn");
+        assert_int_equal(cairn_cache_default_dir(buf, strlen("/var/cache/cairn") + 1), 0);
+        assert_int_equal(cairn_cache_default_dir(buf, strlen("/var/cache/cairn")), -ENAMETOOLONG);
+}
+
+/* One case of the non-root branch: environment in, result line out. */
+struct env_case {
+        const char *xdg;  /* NULL: unset */
+        const char *home; /* NULL: unset */
+        size_t buflen;
+        const char *want; /* expected path, or "ERR <n>" */
+};
+
+static const struct env_case env_cases[] = {
+    {"/xdg/cache", "/home/u", 4096, "/xdg/cache/cairn"},
+    {NULL, "/home/u", 4096, "/home/u/.cache/cairn"},
+    {"", "/home/u", 4096, "/home/u/.cache/cairn"},         /* empty XDG is ignored */
+    {"relative", "/home/u", 4096, "/home/u/.cache/cairn"}, /* so is a relative one */
+    {NULL, NULL, 4096, "ERR -2"},
+    {NULL, "relative", 4096, "ERR -2"},
+    {"/xdg/cache", NULL, 4096, "/xdg/cache/cairn"},
+    {"/xdg/cache", "/home/u", 10, "ERR -36"},
+};
+
+static void run_env_cases(int out)
+{
+        for (size_t i = 0; i < sizeof(env_cases) / sizeof(env_cases[0]); i++) {
+                const struct env_case *c = &env_cases[i];
+                char buf[4096], line[4200];
+                if (c->xdg)
+                        setenv("XDG_CACHE_HOME", c->xdg, 1);
+                else
+                        unsetenv("XDG_CACHE_HOME");
+                if (c->home)
+                        setenv("HOME", c->home, 1);
+                else
+                        unsetenv("HOME");
+                int r = cairn_cache_default_dir(buf, c->buflen);
+                int n = r < 0 ? snprintf(line, sizeof(line), "ERR %d\n", r)
+                              : snprintf(line, sizeof(line), "%s\n", buf);
+                if (write(out, line, (size_t)n) != n)
+                        _exit(3);
+        }
+}
+
+static void test_default_dir_non_root(void **state)
+{
+        (void)state;
+        int pfd[2];
+        assert_int_equal(pipe(pfd), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                close(pfd[0]);
+                /* As root, become an unprivileged user first (nobody's usual ids). */
+                if (geteuid() == 0 &&
+                    (setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0))
+                        _exit(77);
+                run_env_cases(pfd[1]);
+                _exit(0);
+        }
+        close(pfd[1]);
+        char out[8192];
+        size_t len = 0;
+        for (;;) {
+                ssize_t n = read(pfd[0], out + len, sizeof(out) - 1 - len);
+                if (n <= 0)
+                        break;
+                len += (size_t)n;
+        }
+        out[len] = '\0';
+        close(pfd[0]);
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        if (WEXITSTATUS(status) == 77)
+                skip();
+        assert_int_equal(WEXITSTATUS(status), 0);
+        char *save = NULL, *line = strtok_r(out, "\n", &save);
+        for (size_t i = 0; i < sizeof(env_cases) / sizeof(env_cases[0]); i++) {
+                assert_non_null(line);
+                if (strcmp(line, env_cases[i].want) != 0)
+                        fail_msg("case %zu (XDG_CACHE_HOME=%s HOME=%s): got '%s' want '%s'", i,
+                                 env_cases[i].xdg ? env_cases[i].xdg : "(unset)",
+                                 env_cases[i].home ? env_cases[i].home : "(unset)", line,
+                                 env_cases[i].want);
+                line = strtok_r(NULL, "\n", &save);
+        }
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+            T(test_open_layout),
+            T(test_round_trip),
+            T(test_put_twice_and_many),
+            T(test_miss),
+            T(test_damaged_entries),
+            T(test_wrong_size),
+            T(test_tmp_invisible),
+            T(test_manifest_path),
+            T(test_concurrent),
+            cmocka_unit_test(test_default_dir_root),
+            cmocka_unit_test(test_default_dir_non_root),
+        };
+        return cmocka_run_group_tests_name("cache", tests, NULL, NULL);
+}

@@ -1,0 +1,444 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * `cairn mount` and `cairn umount`.
+ *
+ * Mounting is cairnfs's job; this front only checks the arguments, spells
+ * them the way mount(8) and fstab would ("STORE#REF MOUNTPOINT -o ..."), and
+ * runs the cairnfs that was installed next to this binary.  cairnfs forks
+ * into the background only once the mount is live, so its exit status is
+ * the answer to "is it mounted" and becomes ours.  With --foreground the
+ * process is replaced by cairnfs, so that signals and the terminal reach
+ * the daemon directly.
+ *
+ * Unmounting uses umount2() when we are allowed to and fusermount3 (the
+ * setuid helper) otherwise, like every FUSE filesystem.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cairn/cache.h"
+#include "cairn/ref.h"
+
+#include "cli_util.h"
+
+extern char **environ;
+
+enum {
+        OPT_MEMORY_LIMIT = 0x100,
+};
+
+static void mount_help(FILE *out)
+{
+        fputs("Usage: cairn mount --store STORE REF MOUNTPOINT [OPTIONS]\n"
+              "\n"
+              "Mounts the volume REF read-only at MOUNTPOINT by running cairnfs.  Only\n"
+              "the manifest is read at mount time; file data is fetched on first read,\n"
+              "verified, and kept in the chunk cache.  Returns once the mount is ready;\n"
+              "cairnfs then keeps running in the background.\n"
+              "\n"
+              "Options:\n"
+              "  -s, --store STORE        Store holding the volume\n"
+              "  -c, --cache-dir DIR      Chunk cache (default: /var/cache/cairn for root,\n"
+              "                           $XDG_CACHE_HOME/cairn otherwise)\n"
+              "  -m, --memory-limit SIZE  Memory for decoded chunks (K, M, G suffixes)\n"
+              "  -o OPTS                  More comma-separated cairnfs/FUSE mount options\n"
+              "  -f, --foreground         Run cairnfs in the foreground (Ctrl-C unmounts)\n"
+              "  -h, --help               Show this help\n"
+              "\n"
+              "The same mount without this command:\n"
+              "  cairnfs 'STORE#REF' MOUNTPOINT -o cache_dir=DIR\n"
+              "  mount -t fuse.cairnfs 'STORE#REF' MOUNTPOINT -o ro,cache_dir=DIR\n"
+              "\n"
+              "Exit status: 0 mounted, 1 failure, 2 usage error.\n",
+              out);
+}
+
+static void umount_help(FILE *out)
+{
+        fputs("Usage: cairn umount MOUNTPOINT [OPTIONS]\n"
+              "\n"
+              "Unmounts a cairn volume: umount2() as root, fusermount3 -u otherwise.\n"
+              "\n"
+              "Options:\n"
+              "  -l, --lazy   Detach now, finish when the last file is closed\n"
+              "  -h, --help   Show this help\n"
+              "\n"
+              "Exit status: 0 unmounted, 1 failure, 2 usage error.\n",
+              out);
+}
+
+/*
+ * Appends key and value (either may be "") to the comma-separated option
+ * list in *opts.  When escape is set, ',' and '\' in value are escaped
+ * with a backslash so that libfuse's option parser reads it back as one
+ * option: a cache path may contain a comma.
+ */
+static int opts_append(char **opts, const char *key, const char *value, bool escape)
+{
+        size_t old = *opts ? strlen(*opts) : 0, k = strlen(key), n = strlen(value);
+        char *s, *p;
+
+        if (n > (SIZE_MAX - old - k - 2) / 2)
+                return -ENOMEM;
+        s = realloc(*opts, old + 1 + k + 2 * n + 1);
+        if (!s)
+                return -ENOMEM;
+        p = s + old;
+        if (old > 0)
+                *p++ = ',';
+        memcpy(p, key, k);
+        p += k;
+        for (; *value; value++) {
+                if (escape && (*value == ',' || *value == '\\'))
+                        *p++ = '\\';
+                *p++ = *value;
+        }
+        *p = '\0';
+        *opts = s;
+        return 0;
+}
+
+/* The -o string for cairnfs: our options first, the user's -o last. */
+static int mount_opts(const char *cache_dir, uint64_t memory_limit, const char *extra,
+                      char **ret_opts)
+{
+        char *opts = NULL, num[32];
+        int r;
+
+        r = opts_append(&opts, "cache_dir=", cache_dir, true);
+        if (r >= 0 && memory_limit > 0) {
+                snprintf(num, sizeof(num), "%llu", (unsigned long long)memory_limit);
+                r = opts_append(&opts, "memory_limit=", num, false);
+        }
+        if (r >= 0 && extra)
+                r = opts_append(&opts, "", extra, false);
+        if (r < 0) {
+                free(opts);
+                return r;
+        }
+        *ret_opts = opts;
+        return 0;
+}
+
+/*
+ * The cairnfs installed with this binary, so that a build tree or a
+ * non-default prefix runs its own daemon; else whatever PATH finds.
+ */
+static char *find_cairnfs(bool *ret_search_path)
+{
+        char self[PATH_MAX], *path;
+        ssize_t n;
+
+        n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n > 0) {
+                self[n] = '\0';
+                if (asprintf(&path, "%s/cairnfs", dirname(self)) >= 0) {
+                        if (access(path, X_OK) == 0) {
+                                *ret_search_path = false;
+                                return path;
+                        }
+                        free(path);
+                }
+        }
+        *ret_search_path = true;
+        return strdup("cairnfs");
+}
+
+/* A plain store path must not depend on the cwd: cairnfs chdirs to / when daemonizing. */
+static int absolute_store(const char *url, char **ret_url)
+{
+        char *u;
+
+        if (strstr(url, "://")) {
+                u = strdup(url);
+                if (!u)
+                        return -ENOMEM;
+                *ret_url = u;
+                return 0;
+        }
+        return cli_absolute_path(url, ret_url);
+}
+
+/* Runs argv to completion; returns its wait status or -errno if it could not start. */
+static int spawn_wait(const char *path, bool search_path, char *const argv[], int *ret_status)
+{
+        pid_t pid;
+        int r, status;
+
+        if (search_path)
+                r = posix_spawnp(&pid, path, NULL, NULL, argv, environ);
+        else
+                r = posix_spawn(&pid, path, NULL, NULL, argv, environ);
+        if (r != 0)
+                return -r;
+        while (waitpid(pid, &status, 0) < 0) {
+                if (errno != EINTR)
+                        return -errno;
+        }
+        *ret_status = status;
+        return 0;
+}
+
+static int mount_run(int argc, char **argv)
+{
+        static const struct option options[] = {
+            {"store", required_argument, NULL, 's'},
+            {"cache-dir", required_argument, NULL, 'c'},
+            {"memory-limit", required_argument, NULL, 'm'},
+            {"foreground", no_argument, NULL, 'f'},
+            {"help", no_argument, NULL, 'h'},
+            {},
+        };
+        const char *store_url = NULL, *cache_arg = NULL, *ref_arg, *mp_arg;
+        char *extra_opts = NULL, *opts = NULL, *store = NULL, *source = NULL;
+        char *cache_dir = NULL, *mountpoint = NULL, *cairnfs = NULL;
+        char default_cache[PATH_MAX];
+        bool foreground = false, search_path;
+        uint64_t memory_limit = 0;
+        struct cairn_ref ref;
+        struct stat st;
+        char *args[8];
+        int c, r, n = 0, status, ret = CLI_EXIT_FAILURE;
+
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, ":s:c:m:o:fh", options, NULL)) != -1) {
+                switch (c) {
+                case 's':
+                        store_url = optarg;
+                        break;
+                case 'c':
+                        cache_arg = optarg;
+                        break;
+                case 'm':
+                        if (cli_parse_size(optarg, SIZE_MAX, &memory_limit) < 0 ||
+                            memory_limit == 0) {
+                                ret = cli_usage_error("invalid --memory-limit '%s': expected a "
+                                                      "size like 512M",
+                                                      optarg);
+                                goto out;
+                        }
+                        break;
+                case 'o':
+                        if (optarg[0] == '\0')
+                                break;
+                        if (opts_append(&extra_opts, "", optarg, false) < 0) {
+                                cli_error("out of memory");
+                                goto out;
+                        }
+                        break;
+                case 'f':
+                        foreground = true;
+                        break;
+                case 'h':
+                        mount_help(stdout);
+                        ret = CLI_EXIT_OK;
+                        goto out;
+                default:
+                        ret = cli_getopt_error(c, argv);
+                        goto out;
+                }
+        }
+        if (argc - optind < 2) {
+                ret = cli_usage_error(optind < argc ? "missing MOUNTPOINT" : "missing REF");
+                goto out;
+        }
+        if (argc - optind > 2) {
+                ret = cli_usage_error("unexpected argument '%s'", argv[optind + 2]);
+                goto out;
+        }
+        ref_arg = argv[optind];
+        mp_arg = argv[optind + 1];
+        if (!store_url) {
+                ret = cli_usage_error("missing --store STORE");
+                goto out;
+        }
+        if (cli_parse_ref(ref_arg, &ref) < 0) {
+                ret = CLI_EXIT_USAGE;
+                goto out;
+        }
+        if (stat(mp_arg, &st) < 0) {
+                cli_error("cannot use mount point '%s': %s", mp_arg, strerror(errno));
+                goto out;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+                cli_error("mount point '%s' is not a directory", mp_arg);
+                goto out;
+        }
+        mountpoint = realpath(mp_arg, NULL);
+        if (!mountpoint) {
+                cli_error("cannot use mount point '%s': %s", mp_arg, strerror(errno));
+                goto out;
+        }
+
+        if (!cache_arg) {
+                r = cairn_cache_default_dir(default_cache, sizeof(default_cache));
+                if (r < 0) {
+                        cli_error("cannot find a cache directory (use --cache-dir): %s",
+                                  strerror(-r));
+                        goto out;
+                }
+                cache_arg = default_cache;
+        }
+        if (cli_absolute_path(cache_arg, &cache_dir) < 0 || absolute_store(store_url, &store) < 0 ||
+            asprintf(&source, "%s#%s", store, ref_arg) < 0) {
+                source = NULL;
+                cli_error("out of memory");
+                goto out;
+        }
+
+        if (mount_opts(cache_dir, memory_limit, extra_opts, &opts) < 0) {
+                cli_error("out of memory");
+                goto out;
+        }
+
+        cairnfs = find_cairnfs(&search_path);
+        if (!cairnfs) {
+                cli_error("out of memory");
+                goto out;
+        }
+        args[n++] = "cairnfs";
+        args[n++] = source;
+        args[n++] = mountpoint;
+        args[n++] = "-o";
+        args[n++] = opts;
+        if (foreground)
+                args[n++] = "-f";
+        args[n] = NULL;
+
+        if (foreground) {
+                fflush(stdout);
+                fflush(stderr);
+                if (search_path)
+                        execvp(cairnfs, args);
+                else
+                        execv(cairnfs, args);
+                if (errno == ENOENT && search_path)
+                        cli_error("cannot find 'cairnfs' next to this program or in PATH");
+                else
+                        cli_error("cannot run '%s': %s", cairnfs, strerror(errno));
+                goto out;
+        }
+
+        r = spawn_wait(cairnfs, search_path, args, &status);
+        if (r == -ENOENT && search_path) {
+                cli_error("cannot find 'cairnfs' next to this program or in PATH");
+                goto out;
+        }
+        if (r < 0) {
+                cli_error("cannot run '%s': %s", cairnfs, strerror(-r));
+                goto out;
+        }
+        if (WIFSIGNALED(status)) {
+                cli_error("cairnfs was killed by signal %d (%s)", WTERMSIG(status),
+                          strsignal(WTERMSIG(status)));
+                goto out;
+        }
+        /* cairnfs has already said why on stderr; keep our documented exit codes. */
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+                ret = CLI_EXIT_OK;
+        else if (WIFEXITED(status) && WEXITSTATUS(status) == CLI_EXIT_USAGE)
+                ret = CLI_EXIT_USAGE;
+out:
+        free(extra_opts);
+        free(opts);
+        free(store);
+        free(source);
+        free(cache_dir);
+        free(mountpoint);
+        free(cairnfs);
+        return ret;
+}
+
+static int umount_run(int argc, char **argv)
+{
+        static const struct option options[] = {
+            {"lazy", no_argument, NULL, 'l'},
+            {"help", no_argument, NULL, 'h'},
+            {},
+        };
+        char *args[5];
+        bool lazy = false;
+        const char *mp;
+        int c, r, n = 0, status;
+
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, ":lh", options, NULL)) != -1) {
+                switch (c) {
+                case 'l':
+                        lazy = true;
+                        break;
+                case 'h':
+                        umount_help(stdout);
+                        return CLI_EXIT_OK;
+                default:
+                        return cli_getopt_error(c, argv);
+                }
+        }
+        if (optind >= argc)
+                return cli_usage_error("missing MOUNTPOINT");
+        if (argc - optind > 1)
+                return cli_usage_error("unexpected argument '%s'", argv[optind + 1]);
+        mp = argv[optind];
+
+        if (geteuid() == 0) {
+                if (umount2(mp, lazy ? MNT_DETACH : 0) == 0)
+                        return CLI_EXIT_OK;
+                r = errno;
+                switch (r) {
+                case EBUSY:
+                        cli_error("'%s' is busy: close the files using it, or detach it with "
+                                  "'cairn umount --lazy' (umount -l)",
+                                  mp);
+                        return CLI_EXIT_FAILURE;
+                case EINVAL:
+                        cli_error("'%s' is not a mount point", mp);
+                        return CLI_EXIT_FAILURE;
+                case EPERM:
+                        /* e.g. root in a user namespace: the setuid helper may still work. */
+                        break;
+                default:
+                        cli_error("cannot unmount '%s': %s", mp, strerror(r));
+                        return CLI_EXIT_FAILURE;
+                }
+        }
+
+        args[n++] = "fusermount3";
+        args[n++] = "-u";
+        if (lazy)
+                args[n++] = "-z";
+        args[n++] = (char *)mp;
+        args[n] = NULL;
+        fflush(stdout);
+        r = spawn_wait("fusermount3", true, args, &status);
+        if (r < 0) {
+                cli_error("cannot run 'fusermount3': %s", strerror(-r));
+                return CLI_EXIT_FAILURE;
+        }
+        /* fusermount3 has printed its reason. */
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+                return CLI_EXIT_OK;
+        return CLI_EXIT_FAILURE;
+}
+
+const struct cli_command cli_cmd_mount = {
+    .name = "mount",
+    .summary = "Mount a volume read-only (runs cairnfs)",
+    .run = mount_run,
+    .help = mount_help,
+};
+
+const struct cli_command cli_cmd_umount = {
+    .name = "umount",
+    .summary = "Unmount a mounted volume",
+    .run = umount_run,
+    .help = umount_help,
+};
