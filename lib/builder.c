@@ -881,9 +881,15 @@ static int finish_manifest(struct build *b)
         }
         b->result.manifest_size = size;
         r = cairn_store_write_ref(b->opts->store, b->opts->name, b->opts->tag, &b->result.manifest);
-        if (r < 0)
+        if (r < 0) {
                 fail(b, r, "cannot write ref '%s:%s': %s", b->opts->name, b->opts->tag,
-                     strerror(-r));
+                     r == -EISDIR || r == -ENOTDIR
+                             ? "it collides with the refs of another volume name"
+                             : strerror(-r));
+                /* Nothing references the index now: leave the store as it was. */
+                if (created)
+                        cairn_store_remove_blob(b->opts->store, &b->result.manifest);
+        }
 out:
         if (r < 0 && !b->errbuf[0])
                 fail(b, r, "cannot finish the index: %s", strerror(-r));
@@ -935,9 +941,17 @@ int cairn_build(const struct cairn_build_options *opts, struct cairn_build_resul
         struct cairn_ref prev = {0};
         snprintf(prev.name, sizeof(prev.name), "%s", opts->name);
         snprintf(prev.tag, sizeof(prev.tag), "%s", opts->tag);
+        /*
+         * A previous manifest that cannot be used (damaged, blobs gone) must not
+         * block the rebuild that replaces it: build without its dedup instead.
+         */
         r = seed_from_volume(&b, &prev, false);
-        if (r < 0)
+        if (r == -ENOMEM)
                 goto out;
+        if (r < 0) {
+                b.result.previous_unusable = true;
+                b.errbuf[0] = '\0';
+        }
         if (opts->base_ref) {
                 struct cairn_ref base;
                 if (cairn_ref_parse(opts->base_ref, &base) < 0) {

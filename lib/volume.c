@@ -161,16 +161,26 @@ static int manifest_fetch_to_memfd(struct cairn_volume *vol, int *ret_fd)
         return 0;
 }
 
-static int manifest_map(struct cairn_volume *vol, char *errbuf, size_t errlen)
+static int manifest_map(struct cairn_volume *vol, bool refetch, char *errbuf, size_t errlen)
 {
         int fd = -1, r;
         struct stat st;
         char dstr[CAIRN_DIGEST_STR_SIZE];
+        bool from_cache = false;
 
         cairn_digest_to_string(&vol->digest, dstr);
         r = cairn_store_open_blob_fd(vol->store, &vol->digest, &fd);
-        if (r == -EOPNOTSUPP)
-                r = vol->cache ? manifest_fetch_to_cache(vol, &fd) : manifest_fetch_to_memfd(vol, &fd);
+        if (r == -EOPNOTSUPP && vol->cache) {
+                char path[4096];
+                /* A cached copy that failed its digest check last time is fetched anew. */
+                if (refetch && cairn_cache_manifest_path(vol->cache, &vol->digest, path,
+                                                         sizeof(path)) >= 0)
+                        unlink(path);
+                from_cache = true;
+                r = manifest_fetch_to_cache(vol, &fd);
+        } else if (r == -EOPNOTSUPP) {
+                r = manifest_fetch_to_memfd(vol, &fd);
+        }
         if (r < 0) {
                 set_err(errbuf, errlen, "cannot read manifest '%s': %s", dstr, strerror(-r));
                 return r;
@@ -198,8 +208,10 @@ static int manifest_map(struct cairn_volume *vol, char *errbuf, size_t errlen)
         struct cairn_digest actual;
         cairn_sha256(vol->map, vol->map_size, &actual);
         if (!cairn_digest_equal(&actual, &vol->digest)) {
-                r = -EINVAL;
+                r = from_cache && !refetch ? -EAGAIN : -EINVAL;
                 set_err(errbuf, errlen, "manifest '%s' does not match its digest", dstr);
+                munmap(vol->map, vol->map_size);
+                vol->map = NULL;
                 goto out;
         }
         char why[256];
@@ -272,7 +284,9 @@ int cairn_volume_open(struct cairn_store *store, const struct cairn_ref *ref,
                         goto fail;
                 }
         }
-        r = manifest_map(vol, errbuf, errlen);
+        r = manifest_map(vol, false, errbuf, errlen);
+        if (r == -EAGAIN)
+                r = manifest_map(vol, true, errbuf, errlen);
         if (r < 0)
                 goto fail;
         *ret_volume = vol;

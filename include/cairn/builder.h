@@ -54,6 +54,7 @@ struct cairn_build_result {
         uint64_t reused_chunks;        /* chunks found in base/previous/this build */
         uint64_t new_pack_bytes;       /* bytes of packs created by this build */
         uint32_t packs_written;
+        bool previous_unusable;        /* the tag's previous manifest could not seed dedup */
 };
 
 /*
