@@ -73,8 +73,8 @@ size_t cairn_chunker_next(const struct cairn_chunker_params *p, const uint8_t *d
                 return at_eof ? len : 0;
 
         unsigned bits = log2_u32(p->avg_size);
-        uint64_t mask_small = top_bits(bits + 2);
-        uint64_t mask_large = top_bits(bits >= 2 ? bits - 2 : 0);
+        uint64_t mask_small = top_bits(bits + 1);
+        uint64_t mask_large = top_bits(bits - 1);
         size_t end = len < p->max_size ? len : p->max_size;
         size_t normal = p->avg_size < end ? p->avg_size : end;
         uint64_t fp = 0;

@@ -534,8 +534,8 @@ static size_t ref_next(const struct ref_chunker *rc, const struct cairn_chunker_
         unsigned bits = 0;
         while ((1u << (bits + 1)) <= p->avg_size)
                 bits++;
-        uint64_t strict = ~0ull << (64 - (bits + 2));
-        uint64_t loose = ~0ull << (64 - (bits - 2));
+        uint64_t strict = ~0ull << (64 - (bits + 1));
+        uint64_t loose = ~0ull << (64 - (bits - 1));
         uint64_t fp = 0;
         if (len <= p->min_size)
                 return len;
