@@ -45,6 +45,25 @@ struct mem_chunk {
         struct mem_chunk *prev, *next; /* LRU list, most recent first */
 };
 
+/*
+ * Read-ahead state of one sequential reader (a file being streamed).  A
+ * few are tracked, least recently used replaced, like the kernel's
+ * per-file readahead but across the whole volume.
+ */
+#define STREAMS 32
+#define QUEUE_LEN 512
+#define PREFETCH_WORKERS 4
+#define WINDOW_MIN (4u << 20)
+
+struct stream {
+        uint32_t ino;
+        bool used;
+        uint64_t next_off;   /* where a sequential reader reads next */
+        uint64_t window;     /* bytes to keep fetched ahead; 0: not sequential */
+        uint64_t queued_to;  /* chunks below this index are queued or loaded */
+        uint64_t last_use;
+};
+
 struct cairn_volume {
         struct cairn_store *store; /* borrowed */
         struct cairn_cache *cache; /* NULL without a cache dir */
@@ -62,6 +81,17 @@ struct cairn_volume {
         size_t mem_limit;
         uint64_t deadline_ns;       /* per read */
         uint32_t coalesce_max;      /* stored bytes per range request (remote stores) */
+
+        /* Sequential read-ahead, all protected by lock. */
+        struct stream streams[STREAMS];
+        uint64_t stream_clock;
+        uint64_t queue[QUEUE_LEN];  /* chunk indexes to prefetch */
+        size_t queue_head, queue_len;
+        pthread_cond_t queue_cond;  /* work queued, or stopping */
+        pthread_t workers[PREFETCH_WORKERS];
+        unsigned nworkers;
+        bool workers_started, stopping;
+        size_t window_max;
 };
 
 /* Chunks fetched by one range request at most. */
@@ -255,6 +285,9 @@ int cairn_volume_open(struct cairn_store *store, const struct cairn_ref *ref,
                            1000000ull;
         vol->coalesce_max = opts && opts->coalesce_max ? opts->coalesce_max
                                                        : CAIRN_VOLUME_COALESCE_DEFAULT;
+        pthread_cond_init(&vol->queue_cond, NULL);
+        /* Read-ahead may use half the memory budget; readers need the rest. */
+        vol->window_max = vol->mem_limit / 2;
         vol->nbuckets = 1024;
         vol->buckets = calloc(vol->nbuckets, sizeof(*vol->buckets));
         if (!vol->buckets) {
@@ -300,6 +333,13 @@ void cairn_volume_free(struct cairn_volume *vol)
 {
         if (!vol)
                 return;
+        pthread_mutex_lock(&vol->lock);
+        vol->stopping = true;
+        pthread_cond_broadcast(&vol->queue_cond);
+        pthread_mutex_unlock(&vol->lock);
+        for (unsigned i = 0; i < vol->nworkers; i++)
+                pthread_join(vol->workers[i], NULL);
+        pthread_cond_destroy(&vol->queue_cond);
         for (struct mem_chunk *c = vol->lru_head, *next; c; c = next) {
                 next = c->next;
                 free(c->data);
@@ -619,6 +659,29 @@ static int batch_fetch(struct cairn_volume *vol, struct batch *b, uint64_t deadl
         return result[0] >= 0 ? 0 : (r == -ENOMEM ? r : -EIO);
 }
 
+/*
+ * Loads a batch whose first entry was just created (pinned, LOADING): from
+ * the on-disk cache, else from the store, extended over following chunks
+ * when the store is remote.
+ */
+static int chunk_fill(struct cairn_volume *vol, struct batch *b, uint64_t deadline)
+{
+        struct mem_chunk *c = b->entries[0];
+        if (vol->cache && cairn_cache_get(vol->cache, &c->id, c->data, c->size) == 0) {
+                pthread_mutex_lock(&vol->lock);
+                c->state = CHUNK_READY;
+                pthread_cond_broadcast(&vol->loaded);
+                pthread_mutex_unlock(&vol->lock);
+                return 0;
+        }
+        if (cairn_store_is_remote(vol->store)) {
+                pthread_mutex_lock(&vol->lock);
+                batch_extend_locked(vol, b);
+                pthread_mutex_unlock(&vol->lock);
+        }
+        return batch_fetch(vol, b, deadline);
+}
+
 /* Returns a pinned, loaded entry for chunk; unpin with chunk_release(). */
 static int chunk_acquire(struct cairn_volume *vol, uint64_t chunk, uint64_t deadline,
                          struct mem_chunk **ret)
@@ -668,20 +731,7 @@ static int chunk_acquire(struct cairn_volume *vol, uint64_t chunk, uint64_t dead
         b.entries[0] = c;
         pthread_mutex_unlock(&vol->lock);
 
-        if (vol->cache && cairn_cache_get(vol->cache, &mc->id, c->data, c->size) == 0) {
-                pthread_mutex_lock(&vol->lock);
-                c->state = CHUNK_READY;
-                pthread_cond_broadcast(&vol->loaded);
-                pthread_mutex_unlock(&vol->lock);
-                *ret = c;
-                return 0;
-        }
-        if (cairn_store_is_remote(vol->store)) {
-                pthread_mutex_lock(&vol->lock);
-                batch_extend_locked(vol, &b);
-                pthread_mutex_unlock(&vol->lock);
-        }
-        r = batch_fetch(vol, &b, deadline);
+        r = chunk_fill(vol, &b, deadline);
         if (r < 0) {
                 chunk_release(vol, c);
                 return r;
@@ -701,6 +751,116 @@ static void chunk_release(struct cairn_volume *vol, struct mem_chunk *c)
                         free_entry(c);
         } else if (c->pins == 0 && vol->mem_used > vol->mem_limit) {
                 table_make_room(vol, 0);
+        }
+        pthread_mutex_unlock(&vol->lock);
+}
+
+/* ---- read-ahead ---- */
+
+static void *prefetch_main(void *arg)
+{
+        struct cairn_volume *vol = arg;
+
+        pthread_mutex_lock(&vol->lock);
+        for (;;) {
+                while (!vol->stopping && vol->queue_len == 0)
+                        pthread_cond_wait(&vol->queue_cond, &vol->lock);
+                if (vol->stopping)
+                        break;
+                uint64_t idx = vol->queue[vol->queue_head];
+                vol->queue_head = (vol->queue_head + 1) % QUEUE_LEN;
+                vol->queue_len--;
+
+                const struct cairn_manifest_chunk *mc = &vol->manifest.chunks[idx];
+                if (table_find(vol, &mc->id))
+                        continue; /* loaded, loading, or joined another batch */
+                table_make_room(vol, mc->size);
+                if (vol->mem_used + mc->size > vol->mem_limit)
+                        continue; /* read-ahead never pushes past the budget */
+                struct mem_chunk *c = entry_new_locked(vol, mc, 1);
+                if (!c)
+                        continue;
+                struct batch b = {.first = idx, .n = 1, .entries = {c}};
+                pthread_mutex_unlock(&vol->lock);
+                /* Failures are not reported: the reader retries when it gets there. */
+                chunk_fill(vol, &b, now_ns() + vol->deadline_ns);
+                chunk_release(vol, c);
+                pthread_mutex_lock(&vol->lock);
+        }
+        pthread_mutex_unlock(&vol->lock);
+        return NULL;
+}
+
+/*
+ * Threads start on first use, not in cairn_volume_open(): cairnfs forks
+ * into the background after opening the volume, and threads do not
+ * survive a fork.  Called with lock held.
+ */
+static void prefetch_start_locked(struct cairn_volume *vol)
+{
+        if (vol->workers_started)
+                return;
+        vol->workers_started = true;
+        for (unsigned i = 0; i < PREFETCH_WORKERS; i++) {
+                if (pthread_create(&vol->workers[i], NULL, prefetch_main, vol) != 0)
+                        break;
+                vol->nworkers++;
+        }
+}
+
+static struct stream *stream_get_locked(struct cairn_volume *vol, uint32_t ino)
+{
+        struct stream *oldest = &vol->streams[0];
+        for (size_t i = 0; i < STREAMS; i++) {
+                struct stream *s = &vol->streams[i];
+                if (s->used && s->ino == ino)
+                        return s;
+                if (!s->used || (oldest->used && s->last_use < oldest->last_use))
+                        oldest = s;
+        }
+        *oldest = (struct stream){.ino = ino, .used = true};
+        return oldest;
+}
+
+/*
+ * After a successful read of [off, off + len) of ino: a read that starts
+ * where the previous one ended grows the stream's window (doubling up to
+ * window_max) and queues the chunks up to that far ahead; any other read
+ * resets it, so random access costs no read-ahead.
+ */
+static void prefetch_note(struct cairn_volume *vol, uint32_t ino, uint64_t off, size_t len,
+                          uint64_t last_chunk)
+{
+        const struct cairn_manifest *m = &vol->manifest;
+        const struct cairn_manifest_inode *inode = &m->inodes[ino];
+
+        pthread_mutex_lock(&vol->lock);
+        struct stream *s = stream_get_locked(vol, ino);
+        s->last_use = ++vol->stream_clock;
+        if (off == s->next_off && off > 0) {
+                s->window = s->window ? s->window * 2 : WINDOW_MIN;
+                if (s->window > vol->window_max)
+                        s->window = vol->window_max;
+        } else {
+                s->window = 0;
+                s->queued_to = 0;
+        }
+        s->next_off = off + len;
+        if (s->window) {
+                uint64_t end_chunk = inode->first + inode->count;
+                uint64_t target = s->next_off + s->window;
+                uint64_t idx = s->queued_to > last_chunk + 1 ? s->queued_to : last_chunk + 1;
+                for (; idx < end_chunk && vol->queue_len < QUEUE_LEN; idx++) {
+                        if (m->chunks[idx].file_offset >= target)
+                                break;
+                        vol->queue[(vol->queue_head + vol->queue_len) % QUEUE_LEN] = idx;
+                        vol->queue_len++;
+                }
+                s->queued_to = idx;
+                if (vol->queue_len) {
+                        prefetch_start_locked(vol);
+                        pthread_cond_broadcast(&vol->queue_cond);
+                }
         }
         pthread_mutex_unlock(&vol->lock);
 }
@@ -748,5 +908,6 @@ ssize_t cairn_volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off, 
                 done += n;
                 idx++;
         }
+        prefetch_note(vol, ino, off, len, idx - 1);
         return (ssize_t)done;
 }
