@@ -310,7 +310,11 @@ int cairn_volume_open(struct cairn_store *store, const struct cairn_ref *ref,
                 }
         }
         if (opts && opts->cache_dir) {
-                r = cairn_cache_open(opts->cache_dir, &vol->cache);
+                struct cairn_cache_options copts = {
+                        .max_bytes = opts->cache_max_bytes,
+                        .min_free_percent = opts->cache_min_free_percent,
+                };
+                r = cairn_cache_open_with(opts->cache_dir, &copts, &vol->cache);
                 if (r < 0) {
                         set_err(errbuf, errlen, "cannot open cache directory '%s': %s",
                                 opts->cache_dir, strerror(-r));

@@ -9,6 +9,16 @@
  * and a CRC-32C of its bytes, checked on every read, so damage on local
  * disk is detected and the entry dropped.  Several processes may share one
  * cache directory.
+ *
+ * Size: every entry is accounted (header + data rounded up to 4 KiB) in a
+ * shared counter in DIR/usage, updated atomically by every process.  Space
+ * is reserved before an entry is written, so with a size limit the cache
+ * never holds more than the limit, at any moment, whoever writes to it.
+ * When a reservation does not fit, entries are evicted least recently used
+ * first (last use = mtime, refreshed on hits); eviction samples a few of
+ * the 256 shard directories instead of ranking every entry, so its cost
+ * does not grow with the cache.  A free-space floor is kept the same way.
+ * Nothing is scanned at open.
  */
 #pragma once
 
@@ -23,8 +33,18 @@
 
 struct cairn_cache;
 
-/* Opens (creating if needed) the cache at dir. */
+struct cairn_cache_options {
+        uint64_t max_bytes;         /* 0: no size limit */
+        unsigned min_free_percent;  /* keep this much of the filesystem free; 0: default 10 */
+        bool no_free_floor;         /* disable the free-space floor */
+};
+
+#define CAIRN_CACHE_MIN_FREE_DEFAULT 10u
+
+/* Opens (creating if needed) the cache at dir, without limits. */
 int cairn_cache_open(const char *dir, struct cairn_cache **ret_cache);
+int cairn_cache_open_with(const char *dir, const struct cairn_cache_options *opts,
+                          struct cairn_cache **ret_cache);
 void cairn_cache_free(struct cairn_cache *cache);
 const char *cairn_cache_dir(const struct cairn_cache *cache);
 
@@ -42,6 +62,39 @@ int cairn_cache_put(struct cairn_cache *cache, const struct cairn_digest *id, co
 /* Path of the cached manifest file for digest d (may not exist) into buf. */
 int cairn_cache_manifest_path(const struct cairn_cache *cache, const struct cairn_digest *d,
                               char *buf, size_t len);
+
+/* Bytes an entry of size data bytes occupies in the accounting. */
+uint64_t cairn_cache_entry_bytes(uint32_t size);
+
+struct cairn_cache_stats {
+        uint64_t entries;           /* chunk entries found */
+        uint64_t bytes;             /* their accounted bytes */
+        uint64_t accounted_bytes;   /* the shared counter before the scan */
+        uint64_t manifests, manifest_bytes;
+        uint64_t temp_files;        /* leftovers of interrupted writes */
+        uint64_t checked, damaged;  /* cairn_cache_verify */
+        uint64_t evicted, evicted_bytes;
+};
+
+/* Walks the whole cache: counts entries and bytes. */
+int cairn_cache_scan(struct cairn_cache *cache, struct cairn_cache_stats *ret_stats);
+/*
+ * Evicts least recently used entries until at most target_bytes remain,
+ * removes stale temporary files, and resets the shared counter to what
+ * is on disk.  Walks the whole cache.
+ */
+int cairn_cache_prune(struct cairn_cache *cache, uint64_t target_bytes,
+                      struct cairn_cache_stats *ret_stats);
+/*
+ * Re-hashes every chunk entry with SHA-256 against its name and checks
+ * its header; removes those that fail.  progress (optional) is called
+ * after each entry.
+ */
+int cairn_cache_verify(struct cairn_cache *cache,
+                       void (*progress)(const struct cairn_cache_stats *st, void *ctx), void *ctx,
+                       struct cairn_cache_stats *ret_stats);
+/* The shared counter (bytes accounted now). */
+uint64_t cairn_cache_usage(const struct cairn_cache *cache);
 
 /* Default cache dir: /var/cache/cairn for root, $XDG_CACHE_HOME/cairn (or ~/.cache/cairn). */
 int cairn_cache_default_dir(char *buf, size_t len);

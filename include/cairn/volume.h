@@ -26,6 +26,8 @@ struct cairn_volume_options {
         size_t memory_limit;       /* bytes of decoded chunks kept in memory; 0: default */
         unsigned deadline_ms;      /* a read fails with -EIO past this; 0: default */
         uint32_t coalesce_max;     /* remote stores: bytes per range request; 0: default */
+        uint64_t cache_max_bytes;  /* chunk cache size limit; 0: none */
+        unsigned cache_min_free_percent; /* free-space floor; 0: default (10%) */
 };
 
 #define CAIRN_VOLUME_MEMORY_DEFAULT (64u * 1024 * 1024)

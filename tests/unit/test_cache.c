@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -577,6 +578,192 @@ static void test_default_dir_non_root(void **state)
         }
 }
 
+/* ---- size limit, eviction, maintenance ---- */
+
+static void fill_entry(uint8_t *buf, size_t len, unsigned seed, struct cairn_digest *ret_id)
+{
+        for (size_t i = 0; i < len; i++)
+                buf[i] = (uint8_t)(seed * 131u + i * 7u + (i >> 9));
+        cairn_sha256(buf, len, ret_id);
+}
+
+static int sum_entry_bytes(const char *path, const struct stat *st, int flag, struct FTW *ftw);
+static uint64_t disk_bytes;
+static int sum_entry_bytes(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+        (void)ftw;
+        if (flag == FTW_F && strstr(path, "/chunks/"))
+                disk_bytes += cairn_cache_entry_bytes((uint32_t)(st->st_size - 16));
+        return 0;
+}
+
+static uint64_t chunks_on_disk(const char *cdir)
+{
+        disk_bytes = 0;
+        nftw(cdir, sum_entry_bytes, 16, FTW_PHYS);
+        return disk_bytes;
+}
+
+static void test_limit_holds(void **state)
+{
+        struct fixture *f = *state;
+        struct cairn_cache *c = NULL;
+        const size_t len = 60000;
+        const uint64_t limit = 10 * cairn_cache_entry_bytes(len);
+        struct cairn_cache_options o = {.max_bytes = limit, .no_free_floor = true};
+        uint8_t *buf = malloc(len);
+        assert_non_null(buf);
+        assert_int_equal(cairn_cache_open_with(f->cdir, &o, &c), 0);
+        for (unsigned i = 0; i < 100; i++) {
+                struct cairn_digest id;
+                fill_entry(buf, len, i, &id);
+                assert_int_equal(cairn_cache_put(c, &id, buf, (uint32_t)len), 0);
+                assert_true(cairn_cache_usage(c) <= limit);
+                assert_true(chunks_on_disk(f->cdir) <= limit);
+        }
+        /* The most recent entry is still there and reads back. */
+        struct cairn_digest id;
+        fill_entry(buf, len, 99, &id);
+        assert_int_equal(cairn_cache_get(c, &id, buf, (uint32_t)len), 0);
+        /* An entry larger than the whole limit is refused, not forced in. */
+        uint8_t *big = calloc(1, 11 * len);
+        assert_non_null(big);
+        cairn_sha256(big, 11 * len, &id);
+        assert_int_equal(cairn_cache_put(c, &id, big, (uint32_t)(11 * len)), -ENOSPC);
+        free(big);
+        free(buf);
+        cairn_cache_free(c);
+}
+
+static void test_lru_evicts_least_recently_used(void **state)
+{
+        struct fixture *f = *state;
+        struct cairn_cache *c = NULL;
+        const size_t len = 4000;
+        struct cairn_cache_options o = {.max_bytes = 4 * cairn_cache_entry_bytes(len),
+                                        .no_free_floor = true};
+        uint8_t buf[4000];
+        struct cairn_digest ids[5];
+        assert_int_equal(cairn_cache_open_with(f->cdir, &o, &c), 0);
+        for (unsigned i = 0; i < 4; i++) {
+                fill_entry(buf, len, i, &ids[i]);
+                assert_int_equal(cairn_cache_put(c, &ids[i], buf, (uint32_t)len), 0);
+        }
+        /* Make entry 1 the least recently used: last use an hour ago, the others now. */
+        for (unsigned i = 0; i < 4; i++) {
+                char hex[65], path[1300];
+                cairn_digest_to_hex(&ids[i], hex);
+                snprintf(path, sizeof(path), "%s/chunks/%.2s/%s", f->cdir, hex, hex);
+                struct timespec ts[2] = {{.tv_sec = time(NULL) - (i == 1 ? 3600 : 0)},
+                                         {.tv_sec = time(NULL) - (i == 1 ? 3600 : 0)}};
+                assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+        }
+        fill_entry(buf, len, 4, &ids[4]);
+        assert_int_equal(cairn_cache_put(c, &ids[4], buf, (uint32_t)len), 0);
+        assert_false(cairn_cache_contains(c, &ids[1]));
+        assert_true(cairn_cache_contains(c, &ids[4]));
+        cairn_cache_free(c);
+}
+
+static void test_limit_across_processes(void **state)
+{
+        struct fixture *f = *state;
+        const size_t len = 30000;
+        const uint64_t limit = 8 * cairn_cache_entry_bytes(len);
+        pid_t pids[4];
+        for (int p = 0; p < 4; p++) {
+                pids[p] = fork();
+                assert_true(pids[p] >= 0);
+                if (pids[p] == 0) {
+                        struct cairn_cache *c = NULL;
+                        struct cairn_cache_options o = {.max_bytes = limit, .no_free_floor = true};
+                        uint8_t *buf = malloc(len);
+                        if (!buf || cairn_cache_open_with(f->cdir, &o, &c) < 0)
+                                _exit(1);
+                        for (unsigned i = 0; i < 40; i++) {
+                                struct cairn_digest id;
+                                fill_entry(buf, len, (unsigned)p * 1000 + i, &id);
+                                /* A full cache may refuse an entry: allowed, not checked. */
+                                (void)cairn_cache_put(c, &id, buf, (uint32_t)len);
+                                if (cairn_cache_usage(c) > limit)
+                                        _exit(2);
+                        }
+                        cairn_cache_free(c);
+                        _exit(0);
+                }
+        }
+        for (int p = 0; p < 4; p++) {
+                int status;
+                assert_int_equal(waitpid(pids[p], &status, 0), pids[p]);
+                assert_true(WIFEXITED(status));
+                assert_int_equal(WEXITSTATUS(status), 0);
+        }
+        uint64_t on_disk = chunks_on_disk(f->cdir);
+        assert_true(on_disk <= limit);
+        /* The shared counter agrees with what is on disk. */
+        assert_int_equal(cairn_cache_usage(f->cache), on_disk);
+}
+
+static void test_prune_and_verify(void **state)
+{
+        struct fixture *f = *state;
+        uint8_t buf[5000];
+        struct cairn_digest ids[6];
+        for (unsigned i = 0; i < 6; i++) {
+                fill_entry(buf, sizeof(buf), 100 + i, &ids[i]);
+                assert_int_equal(cairn_cache_put(f->cache, &ids[i], buf, sizeof(buf)), 0);
+        }
+        struct cairn_cache_stats st;
+        assert_int_equal(cairn_cache_scan(f->cache, &st), 0);
+        assert_int_equal(st.entries, 6);
+        assert_int_equal(st.bytes, 6 * cairn_cache_entry_bytes(sizeof(buf)));
+        assert_int_equal(st.accounted_bytes, st.bytes);
+
+        /* Damage one entry so that only a full re-hash can tell: data and CRC agree. */
+        char hex[65], path[1300];
+        cairn_digest_to_hex(&ids[2], hex);
+        snprintf(path, sizeof(path), "%s/chunks/%.2s/%s", f->cdir, hex, hex);
+        uint8_t other[5000];
+        struct cairn_digest unused;
+        fill_entry(other, sizeof(other), 999, &unused);
+        uint32_t crc = cairn_crc32c(0, other, sizeof(other));
+        int fd = open(path, O_WRONLY);
+        assert_true(fd >= 0);
+        assert_int_equal(pwrite(fd, &crc, 4, 12), 4);
+        assert_int_equal(pwrite(fd, other, sizeof(other), 16), (ssize_t)sizeof(other));
+        close(fd);
+        assert_int_equal(cairn_cache_verify(f->cache, NULL, NULL, &st), 0);
+        assert_int_equal(st.checked, 6);
+        assert_int_equal(st.damaged, 1);
+        assert_false(cairn_cache_contains(f->cache, &ids[2]));
+        assert_int_equal(cairn_cache_usage(f->cache), 5 * cairn_cache_entry_bytes(sizeof(buf)));
+
+        /* Prune to two entries' worth: three of the five go, least recently used first. */
+        assert_int_equal(
+            cairn_cache_prune(f->cache, 2 * cairn_cache_entry_bytes(sizeof(buf)), &st), 0);
+        assert_int_equal(st.evicted, 3);
+        assert_int_equal(st.entries, 2);
+        assert_int_equal(cairn_cache_usage(f->cache), 2 * cairn_cache_entry_bytes(sizeof(buf)));
+        assert_int_equal(cairn_cache_prune(f->cache, 0, &st), 0);
+        assert_int_equal(cairn_cache_usage(f->cache), 0);
+        assert_int_equal(chunks_on_disk(f->cdir), 0);
+}
+
+static void test_counter_recovers_from_lost_usage_file(void **state)
+{
+        struct fixture *f = *state;
+        uint8_t buf[3000];
+        struct cairn_digest id;
+        fill_entry(buf, sizeof(buf), 7, &id);
+        assert_int_equal(cairn_cache_put(f->cache, &id, buf, sizeof(buf)), 0);
+        cairn_cache_free(f->cache);
+        char path[1300];
+        snprintf(path, sizeof(path), "%s/usage", f->cdir);
+        assert_int_equal(unlink(path), 0);
+        assert_int_equal(cairn_cache_open(f->cdir, &f->cache), 0);
+        assert_int_equal(cairn_cache_usage(f->cache), cairn_cache_entry_bytes(sizeof(buf)));
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -591,6 +778,11 @@ int main(void)
             T(test_tmp_invisible),
             T(test_manifest_path),
             T(test_concurrent),
+            T(test_limit_holds),
+            T(test_lru_evicts_least_recently_used),
+            T(test_limit_across_processes),
+            T(test_prune_and_verify),
+            T(test_counter_recovers_from_lost_usage_file),
             cmocka_unit_test(test_default_dir_root),
             cmocka_unit_test(test_default_dir_non_root),
         };
