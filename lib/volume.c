@@ -915,3 +915,176 @@ ssize_t cairn_volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off, 
         prefetch_note(vol, ino, off, len, idx - 1);
         return (ssize_t)done;
 }
+
+/* ---- warm ---- */
+
+struct warm {
+        struct cairn_volume *vol;
+        const uint64_t *chunks;
+        size_t n;
+        uint8_t *cached_before;      /* per list entry */
+        size_t next;                 /* next list entry to take; protected by lock */
+        size_t running;              /* workers still running; protected by lock */
+        struct cairn_warm_progress p; /* protected by lock */
+        pthread_mutex_t lock;
+        pthread_cond_t done;
+};
+
+static void warm_settle(struct warm *w, const struct cairn_manifest_chunk *c, int result,
+                        uint64_t fetched_chunks, uint64_t fetched_bytes, uint64_t stored)
+{
+        pthread_mutex_lock(&w->lock);
+        w->p.chunks_done++;
+        w->p.bytes_done += c->size;
+        if (result < 0)
+                w->p.chunks_failed++;
+        w->p.chunks_fetched += fetched_chunks;
+        w->p.bytes_fetched += fetched_bytes;
+        w->p.stored_fetched += stored;
+        pthread_mutex_unlock(&w->lock);
+}
+
+static void *warm_main(void *arg)
+{
+        struct warm *w = arg;
+        struct cairn_volume *vol = w->vol;
+        const struct cairn_manifest *m = &vol->manifest;
+
+        for (;;) {
+                pthread_mutex_lock(&w->lock);
+                size_t i = w->next < w->n ? w->next++ : w->n;
+                pthread_mutex_unlock(&w->lock);
+                if (i == w->n)
+                        break;
+                uint64_t idx = w->chunks[i];
+                const struct cairn_manifest_chunk *mc = &m->chunks[idx];
+                if (w->cached_before[i] || cairn_cache_contains(vol->cache, &mc->id)) {
+                        /* Cached before, or fetched since with an earlier batch. */
+                        warm_settle(w, mc, 0, 0, 0, 0);
+                        continue;
+                }
+                pthread_mutex_lock(&vol->lock);
+                struct mem_chunk *c = table_find(vol, &mc->id);
+                if (c) {
+                        /* Another reader is on it; wait through the normal path. */
+                        pthread_mutex_unlock(&vol->lock);
+                        struct mem_chunk *got = NULL;
+                        int r = chunk_acquire(vol, idx, now_ns() + vol->deadline_ns, &got);
+                        if (r >= 0) {
+                                if (!cairn_cache_contains(vol->cache, &mc->id))
+                                        r = cairn_cache_put(vol->cache, &mc->id, got->data,
+                                                            got->size);
+                                chunk_release(vol, got);
+                        }
+                        warm_settle(w, mc, r, 0, 0, 0);
+                        continue;
+                }
+                table_make_room(vol, mc->size);
+                c = entry_new_locked(vol, mc, 1);
+                if (!c) {
+                        pthread_mutex_unlock(&vol->lock);
+                        warm_settle(w, mc, -ENOMEM, 0, 0, 0);
+                        continue;
+                }
+                struct batch b = {.first = idx, .n = 1, .entries = {c}};
+                if (cairn_store_is_remote(vol->store))
+                        batch_extend_locked(vol, &b);
+                pthread_mutex_unlock(&vol->lock);
+
+                int r = batch_fetch(vol, &b, now_ns() + vol->deadline_ns);
+                uint64_t chunks = 0, bytes = 0, stored = 0;
+                for (unsigned k = 0; k < b.n; k++) {
+                        const struct cairn_manifest_chunk *bc = &m->chunks[b.first + k];
+                        stored += bc->stored_size;
+                        if (b.entries[k]->state == CHUNK_READY) {
+                                chunks++;
+                                bytes += bc->size;
+                        }
+                }
+                chunk_release(vol, c);
+                warm_settle(w, mc, r, chunks, bytes, stored);
+        }
+        pthread_mutex_lock(&w->lock);
+        w->running--;
+        pthread_cond_broadcast(&w->done);
+        pthread_mutex_unlock(&w->lock);
+        return NULL;
+}
+
+int cairn_volume_warm(struct cairn_volume *vol, const uint64_t *chunks, size_t n,
+                      unsigned parallel,
+                      void (*progress)(const struct cairn_warm_progress *p, void *ctx), void *ctx,
+                      struct cairn_warm_progress *ret_progress)
+{
+        const struct cairn_manifest *m = &vol->manifest;
+        struct warm w = {.vol = vol, .chunks = chunks, .n = n};
+        pthread_t threads[64];
+        unsigned started = 0;
+        int r = 0;
+
+        if (!vol->cache)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++)
+                if (chunks[i] >= m->hdr->chunk_count)
+                        return -EINVAL;
+        if (parallel == 0)
+                parallel = 1;
+        if (parallel > 64)
+                parallel = 64;
+        w.cached_before = calloc(n ? n : 1, 1);
+        if (!w.cached_before)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                const struct cairn_manifest_chunk *c = &m->chunks[chunks[i]];
+                w.p.chunks_total++;
+                w.p.bytes_total += c->size;
+                if (cairn_cache_contains(vol->cache, &c->id)) {
+                        w.cached_before[i] = 1;
+                        w.p.chunks_cached++;
+                        w.p.bytes_cached += c->size;
+                }
+        }
+        pthread_mutex_init(&w.lock, NULL);
+        pthread_condattr_t attr;
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&w.done, &attr);
+        pthread_condattr_destroy(&attr);
+
+        pthread_mutex_lock(&w.lock);
+        for (; started < parallel; started++) {
+                if (pthread_create(&threads[started], NULL, warm_main, &w) != 0)
+                        break;
+                w.running++;
+        }
+        if (started == 0) {
+                pthread_mutex_unlock(&w.lock);
+                r = -EAGAIN;
+                goto out;
+        }
+        while (w.running) {
+                uint64_t wake = now_ns() + 200000000ull;
+                struct timespec ts = {.tv_sec = (time_t)(wake / 1000000000ull),
+                                      .tv_nsec = (long)(wake % 1000000000ull)};
+                pthread_cond_timedwait(&w.done, &w.lock, &ts);
+                if (progress) {
+                        struct cairn_warm_progress snap = w.p;
+                        pthread_mutex_unlock(&w.lock);
+                        progress(&snap, ctx);
+                        pthread_mutex_lock(&w.lock);
+                }
+        }
+        pthread_mutex_unlock(&w.lock);
+        for (unsigned i = 0; i < started; i++)
+                pthread_join(threads[i], NULL);
+        if (progress)
+                progress(&w.p, ctx);
+        r = w.p.chunks_failed ? -EIO : 0;
+out:
+        if (ret_progress)
+                *ret_progress = w.p;
+        pthread_cond_destroy(&w.done);
+        pthread_mutex_destroy(&w.lock);
+        free(w.cached_before);
+        return r;
+}

@@ -63,6 +63,31 @@ struct cairn_store *cairn_volume_store(const struct cairn_volume *vol);
 ssize_t cairn_volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off, size_t len,
                           void *buf);
 
+/* Progress and result of cairn_volume_warm(). */
+struct cairn_warm_progress {
+        uint64_t chunks_total, bytes_total;    /* chunks asked for (uncompressed bytes) */
+        uint64_t chunks_cached, bytes_cached;  /* already in the cache before the run */
+        uint64_t chunks_done, bytes_done;      /* settled so far: cached, fetched or failed */
+        uint64_t chunks_fetched, bytes_fetched;/* fetched and verified by this run */
+        uint64_t stored_fetched;               /* bytes transferred from the store */
+        uint64_t chunks_failed;
+};
+
+/*
+ * Fills the on-disk cache with the given chunks (indexes into the chunk
+ * table, in the order they should arrive) using `parallel` concurrent
+ * range requests, coalescing neighbours on remote stores; every chunk is
+ * verified before it is cached.  Chunks already cached are not fetched,
+ * so a second run fetches nothing.  progress, if set, is called from the
+ * calling thread about five times a second and once at the end.
+ * Returns 0 when every chunk is cached, -EIO when any failed, -EINVAL when
+ * the volume has no cache directory.
+ */
+int cairn_volume_warm(struct cairn_volume *vol, const uint64_t *chunks, size_t n,
+                      unsigned parallel,
+                      void (*progress)(const struct cairn_warm_progress *p, void *ctx), void *ctx,
+                      struct cairn_warm_progress *ret_progress);
+
 /*
  * Fetches chunk (an index into the manifest's chunk table) from the store,
  * bypassing all caches, decompresses and verifies it into buf (at least
