@@ -28,6 +28,7 @@
 
 #include "cairn/cache.h"
 #include "cairn/log.h"
+#include "cairn/profile.h"
 #include "cairn/store.h"
 #include "cairn/volume.h"
 
@@ -92,7 +93,24 @@ struct cairn_volume {
         unsigned nworkers;
         bool workers_started, stopping;
         size_t window_max;
+
+        /* Profile recording (profile.h), protected by record_lock. */
+        pthread_mutex_t record_lock;
+        char *record_path;          /* NULL: not recording */
+        uint8_t *record_seen;       /* one byte per chunk index */
+        struct cairn_digest *record_ids;
+        size_t record_n, record_cap;
+        uint64_t record_flushed_ns;
+
+        /* Background prefetch (warm in the background); see cairn_volume_prefetch_background. */
+        struct warm *bg;
+        pthread_t bg_thread;
 };
+
+struct warm;
+static int cairn_volume_warm_run(struct warm *w,
+                                 void (*progress)(const struct cairn_warm_progress *p, void *ctx),
+                                 void *ctx, struct cairn_warm_progress *ret_progress);
 
 /* Chunks fetched by one range request at most. */
 #define BATCH_MAX 64
@@ -286,6 +304,7 @@ int cairn_volume_open(struct cairn_store *store, const struct cairn_ref *ref,
         vol->coalesce_max = opts && opts->coalesce_max ? opts->coalesce_max
                                                        : CAIRN_VOLUME_COALESCE_DEFAULT;
         pthread_cond_init(&vol->queue_cond, NULL);
+        pthread_mutex_init(&vol->record_lock, NULL);
         /* Read-ahead may use half the memory budget; readers need the rest. */
         vol->window_max = vol->mem_limit / 2;
         vol->nbuckets = 1024;
@@ -326,6 +345,14 @@ int cairn_volume_open(struct cairn_store *store, const struct cairn_ref *ref,
                 r = manifest_map(vol, true, errbuf, errlen);
         if (r < 0)
                 goto fail;
+        if (opts && opts->record_profile) {
+                vol->record_path = strdup(opts->record_profile);
+                vol->record_seen = calloc(vol->manifest.hdr->chunk_count + 1, 1);
+                if (!vol->record_path || !vol->record_seen) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+        }
         *ret_volume = vol;
         return 0;
 fail:
@@ -343,7 +370,16 @@ void cairn_volume_free(struct cairn_volume *vol)
         pthread_mutex_unlock(&vol->lock);
         for (unsigned i = 0; i < vol->nworkers; i++)
                 pthread_join(vol->workers[i], NULL);
+        if (vol->bg)
+                pthread_join(vol->bg_thread, NULL);
         pthread_cond_destroy(&vol->queue_cond);
+        if (vol->record_path) {
+                cairn_volume_profile_flush(vol);
+                free(vol->record_path);
+                free(vol->record_seen);
+                free(vol->record_ids);
+        }
+        pthread_mutex_destroy(&vol->record_lock);
         for (struct mem_chunk *c = vol->lru_head, *next; c; c = next) {
                 next = c->next;
                 free(c->data);
@@ -759,6 +795,46 @@ static void chunk_release(struct cairn_volume *vol, struct mem_chunk *c)
         pthread_mutex_unlock(&vol->lock);
 }
 
+/* ---- profile recording ---- */
+
+static int profile_flush_locked(struct cairn_volume *vol)
+{
+        vol->record_flushed_ns = now_ns();
+        return cairn_profile_write(vol->record_path, vol->record_ids, vol->record_n);
+}
+
+int cairn_volume_profile_flush(struct cairn_volume *vol)
+{
+        if (!vol->record_path)
+                return 0;
+        pthread_mutex_lock(&vol->record_lock);
+        int r = profile_flush_locked(vol);
+        pthread_mutex_unlock(&vol->record_lock);
+        return r;
+}
+
+/* Notes the first read of chunk idx by a reader; rewrites the file every 2 s. */
+static void profile_record(struct cairn_volume *vol, uint64_t idx)
+{
+        pthread_mutex_lock(&vol->record_lock);
+        if (!vol->record_seen[idx]) {
+                vol->record_seen[idx] = 1;
+                if (vol->record_n == vol->record_cap) {
+                        size_t ncap = vol->record_cap ? vol->record_cap * 2 : 1024;
+                        void *p = realloc(vol->record_ids, ncap * sizeof(*vol->record_ids));
+                        if (p) {
+                                vol->record_ids = p;
+                                vol->record_cap = ncap;
+                        }
+                }
+                if (vol->record_n < vol->record_cap)
+                        vol->record_ids[vol->record_n++] = vol->manifest.chunks[idx].id;
+                if (now_ns() - vol->record_flushed_ns > 2000000000ull)
+                        profile_flush_locked(vol);
+        }
+        pthread_mutex_unlock(&vol->record_lock);
+}
+
 /* ---- read-ahead ---- */
 
 static void *prefetch_main(void *arg)
@@ -909,6 +985,8 @@ ssize_t cairn_volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off, 
                         n = len - done;
                 memcpy((uint8_t *)buf + done, c->data + in_chunk, n);
                 chunk_release(vol, c);
+                if (vol->record_path)
+                        profile_record(vol, idx);
                 done += n;
                 idx++;
         }
@@ -922,6 +1000,10 @@ struct warm {
         struct cairn_volume *vol;
         const uint64_t *chunks;
         size_t n;
+        uint64_t rate;               /* bytes per second, 0: unbounded */
+        uint64_t started_ns;
+        uint64_t issued;             /* bytes taken so far, for the rate; protected by lock */
+        unsigned parallel;
         uint8_t *cached_before;      /* per list entry */
         size_t next;                 /* next list entry to take; protected by lock */
         size_t running;              /* workers still running; protected by lock */
@@ -953,9 +1035,22 @@ static void *warm_main(void *arg)
         for (;;) {
                 pthread_mutex_lock(&w->lock);
                 size_t i = w->next < w->n ? w->next++ : w->n;
+                uint64_t issued = i < w->n ? (w->issued += m->chunks[w->chunks[i]].size) : 0;
                 pthread_mutex_unlock(&w->lock);
-                if (i == w->n)
+                if (i == w->n || __atomic_load_n(&vol->stopping, __ATOMIC_RELAXED))
                         break;
+                if (w->rate) {
+                        /* Token bucket: never run ahead of rate since the start. */
+                        uint64_t due = w->started_ns + issued * 1000000000ull / w->rate;
+                        while (now_ns() < due && !__atomic_load_n(&vol->stopping, __ATOMIC_RELAXED)) {
+                                uint64_t left = due - now_ns();
+                                struct timespec ts = {.tv_sec = 0,
+                                                      .tv_nsec = (long)(left > 100000000ull
+                                                                                ? 100000000ull
+                                                                                : left)};
+                                nanosleep(&ts, NULL);
+                        }
+                }
                 uint64_t idx = w->chunks[i];
                 const struct cairn_manifest_chunk *mc = &m->chunks[idx];
                 if (w->cached_before[i] || cairn_cache_contains(vol->cache, &mc->id)) {
@@ -1011,17 +1106,21 @@ static void *warm_main(void *arg)
         return NULL;
 }
 
-int cairn_volume_warm(struct cairn_volume *vol, const uint64_t *chunks, size_t n,
-                      unsigned parallel,
-                      void (*progress)(const struct cairn_warm_progress *p, void *ctx), void *ctx,
-                      struct cairn_warm_progress *ret_progress)
+static int cairn_volume_warm_run(struct warm *wp,
+                                 void (*progress)(const struct cairn_warm_progress *p, void *ctx),
+                                 void *ctx, struct cairn_warm_progress *ret_progress)
 {
+        struct warm w = *wp;
+        struct cairn_volume *vol = w.vol;
+        const uint64_t *chunks = w.chunks;
+        size_t n = w.n;
+        unsigned parallel = w.parallel;
         const struct cairn_manifest *m = &vol->manifest;
-        struct warm w = {.vol = vol, .chunks = chunks, .n = n};
         pthread_t threads[64];
         unsigned started = 0;
         int r = 0;
 
+        w.started_ns = now_ns();
         if (!vol->cache)
                 return -EINVAL;
         for (size_t i = 0; i < n; i++)
@@ -1087,4 +1186,72 @@ out:
         pthread_mutex_destroy(&w.lock);
         free(w.cached_before);
         return r;
+}
+
+int cairn_volume_warm(struct cairn_volume *vol, const uint64_t *chunks, size_t n,
+                      unsigned parallel,
+                      void (*progress)(const struct cairn_warm_progress *p, void *ctx), void *ctx,
+                      struct cairn_warm_progress *ret_progress)
+{
+        struct warm w = {.vol = vol, .chunks = chunks, .n = n, .parallel = parallel};
+        return cairn_volume_warm_run(&w, progress, ctx, ret_progress);
+}
+
+static void *background_main(void *arg)
+{
+        struct warm *w = arg;
+        struct cairn_warm_progress p;
+        int r = cairn_volume_warm_run(w, NULL, NULL, &p);
+        cairn_debug("background prefetch: %llu chunks fetched, %llu failed (%d)",
+                    (unsigned long long)p.chunks_fetched, (unsigned long long)p.chunks_failed, r);
+        free((void *)w->chunks);
+        free(w);
+        return NULL;
+}
+
+int cairn_volume_prefetch_background(struct cairn_volume *vol, const uint64_t *chunks, size_t n,
+                                     unsigned parallel, uint64_t rate_bytes_per_s)
+{
+        if (!vol->cache)
+                return -EINVAL;
+        if (vol->bg)
+                return -EBUSY;
+        struct warm *w = calloc(1, sizeof(*w));
+        uint64_t *copy = malloc((n ? n : 1) * sizeof(*copy));
+        if (!w || !copy) {
+                free(w);
+                free(copy);
+                return -ENOMEM;
+        }
+        memcpy(copy, chunks, n * sizeof(*copy));
+        *w = (struct warm){.vol = vol, .chunks = copy, .n = n, .rate = rate_bytes_per_s,
+                           .parallel = parallel};
+        vol->bg = w;
+        int r = pthread_create(&vol->bg_thread, NULL, background_main, w);
+        if (r != 0) {
+                vol->bg = NULL;
+                free(copy);
+                free(w);
+                return -r;
+        }
+        return 0;
+}
+
+int cairn_volume_all_chunks(const struct cairn_volume *vol, uint64_t **ret_chunks, size_t *ret_n)
+{
+        const struct cairn_manifest *m = &vol->manifest;
+        size_t n = 0;
+        uint64_t *out = malloc((m->hdr->chunk_count ? m->hdr->chunk_count : 1) * sizeof(*out));
+        if (!out)
+                return -ENOMEM;
+        for (uint32_t ino = 0; ino < m->hdr->inode_count; ino++) {
+                const struct cairn_manifest_inode *in = &m->inodes[ino];
+                if ((in->mode & S_IFMT) != S_IFREG)
+                        continue;
+                for (uint64_t k = 0; k < in->count && n < m->hdr->chunk_count; k++)
+                        out[n++] = in->first + k;
+        }
+        *ret_chunks = out;
+        *ret_n = n;
+        return 0;
 }

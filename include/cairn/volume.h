@@ -27,6 +27,7 @@ struct cairn_volume_options {
         unsigned deadline_ms;      /* a read fails with -EIO past this; 0: default */
         uint32_t coalesce_max;     /* remote stores: bytes per range request; 0: default */
         uint64_t cache_max_bytes;  /* chunk cache size limit; 0: none */
+        const char *record_profile; /* write the first-read order of chunks here (profile.h) */
         unsigned cache_min_free_percent; /* free-space floor; 0: default (10%) */
 };
 
@@ -87,6 +88,23 @@ int cairn_volume_warm(struct cairn_volume *vol, const uint64_t *chunks, size_t n
                       unsigned parallel,
                       void (*progress)(const struct cairn_warm_progress *p, void *ctx), void *ctx,
                       struct cairn_warm_progress *ret_progress);
+
+/*
+ * Starts filling the cache in the background with chunks (copied), in
+ * order, with `parallel` workers and at most rate_bytes_per_s of chunk
+ * data per second (0: unbounded), so that foreground reads keep most of
+ * the bandwidth.  Used for `--prefetch=all` and profile replay.  Stops
+ * at cairn_volume_free().  Call only after any fork(): it starts threads.
+ * -EINVAL without a cache directory, -EBUSY if already running.
+ */
+int cairn_volume_prefetch_background(struct cairn_volume *vol, const uint64_t *chunks, size_t n,
+                                     unsigned parallel, uint64_t rate_bytes_per_s);
+
+/* Every chunk of every file, in inode order: the list for `--prefetch=all`. */
+int cairn_volume_all_chunks(const struct cairn_volume *vol, uint64_t **ret_chunks, size_t *ret_n);
+
+/* Writes the recorded profile now (also done at cairn_volume_free()). */
+int cairn_volume_profile_flush(struct cairn_volume *vol);
 
 /*
  * Fetches chunk (an index into the manifest's chunk table) from the store,
