@@ -33,6 +33,7 @@
 #include "cairn/builder.h"
 #include "cairn/log.h"
 #include "cairn/manifest.h"
+#include "cairn/profile.h"
 #include "cairn/ref.h"
 #include "cairn/store.h"
 #include "cairn/volume.h"
@@ -843,6 +844,37 @@ static int walk(struct build *b)
 
 /* ---- the whole build ---- */
 
+static int attach_profile(struct build *b, void **buf, size_t *size)
+{
+        struct cairn_profile profile = {0};
+        struct cairn_manifest view;
+        uint64_t *chunks = NULL;
+        size_t n = 0;
+        char why[256] = "";
+        int r;
+
+        r = cairn_profile_load(b->opts->profile_path, &profile, why, sizeof(why));
+        if (r < 0)
+                return fail(b, r, "cannot load profile: %s", why[0] ? why : strerror(-r));
+        r = cairn_manifest_validate(*buf, *size, &view, why, sizeof(why));
+        if (r >= 0)
+                r = cairn_profile_resolve(&profile, &view, &chunks, &n);
+        if (r >= 0)
+                r = cairn_manifest_writer_set_profile(b->mw, chunks, n);
+        if (r >= 0) {
+                free(*buf);
+                *buf = NULL;
+                r = cairn_manifest_writer_finish(b->mw, buf, size, why, sizeof(why));
+        }
+        if (r < 0)
+                fail(b, r, "cannot store the profile in the index: %s",
+                     why[0] ? why : strerror(-r));
+        b->result.profile_chunks = n;
+        free(chunks);
+        cairn_profile_release(&profile);
+        return r;
+}
+
 static int finish_manifest(struct build *b)
 {
         uint32_t *remap = NULL;
@@ -872,6 +904,12 @@ static int finish_manifest(struct build *b)
         if (r < 0) {
                 fail(b, r, "cannot serialize the index: %s", why[0] ? why : strerror(-r));
                 goto out;
+        }
+        if (b->opts->profile_path) {
+                /* Chunk ids become indexes of this manifest's chunk table. */
+                r = attach_profile(b, &buf, &size);
+                if (r < 0)
+                        goto out;
         }
         bool created;
         r = cairn_store_put_blob(b->opts->store, buf, size, &b->result.manifest, &created);
@@ -928,6 +966,15 @@ int cairn_build(const struct cairn_build_options *opts, struct cairn_build_resul
                 return fail(&b, -EINVAL, "invalid compression level %d (1..%d)",
                             opts->compression_level, ZSTD_maxCLevel());
 
+        if (opts->profile_path) {
+                /* Fail before the long part, not after it. */
+                struct cairn_profile probe = {0};
+                char why[256] = "";
+                r = cairn_profile_load(opts->profile_path, &probe, why, sizeof(why));
+                cairn_profile_release(&probe);
+                if (r < 0)
+                        return fail(&b, r, "cannot load profile: %s", why[0] ? why : strerror(-r));
+        }
         b.src_fd = open(opts->src_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (b.src_fd < 0)
                 return fail(&b, -errno, "cannot open '%s': %s", opts->src_dir, strerror(errno));

@@ -47,7 +47,7 @@ _Static_assert(HDR_OFF(magic) == 0 && HDR_OFF(version) == 8 && HDR_OFF(flags) ==
                    HDR_OFF(strtab_offset) == 88 && HDR_OFF(chunk_min) == 96 &&
                    HDR_OFF(chunk_avg) == 100 && HDR_OFF(chunk_max) == 104 &&
                    HDR_OFF(reserved0) == 108 && HDR_OFF(logical_size) == 112 &&
-                   HDR_OFF(reserved1) == 120,
+                   HDR_OFF(profile_count) == 120,
                "header field offsets");
 #define INO_OFF(f) offsetof(struct cairn_manifest_inode, f)
 _Static_assert(INO_OFF(mode) == 0 && INO_OFF(uid) == 4 && INO_OFF(gid) == 8 &&
@@ -181,7 +181,7 @@ static int validate_header(const struct cairn_manifest_header *h, size_t size, c
                             h->version, CAIRN_MANIFEST_VERSION);
         if (h->flags != 0)
                 return fail(errbuf, errlen, "unknown header flags 0x%x", h->flags);
-        if (h->reserved0 != 0 || h->reserved1 != 0)
+        if (h->reserved0 != 0)
                 return fail(errbuf, errlen, "reserved header fields are not zero");
         if (h->total_size != size)
                 return fail(errbuf, errlen, "total_size %llu does not match the %zu bytes read",
@@ -214,8 +214,23 @@ static int validate_header(const struct cairn_manifest_header *h, size_t size, c
                         errlen);
         if (r < 0)
                 return r;
+        if (h->profile_count) {
+                /* The profile table starts at the next multiple of 8; the gap is zeros. */
+                uint64_t start = (end + 7) & ~(uint64_t)7;
+                for (uint64_t i = end; i < start && i < size; i++)
+                        if (((const uint8_t *)h)[i] != 0)
+                                return fail(errbuf, errlen, "padding before the profile is not zero");
+                if (h->profile_count > h->chunk_count)
+                        return fail(errbuf, errlen, "profile has %llu entries for %llu chunks",
+                                    (unsigned long long)h->profile_count,
+                                    (unsigned long long)h->chunk_count);
+                r = check_table("profile", start, start, h->profile_count, 8, size, &end, errbuf,
+                                errlen);
+                if (r < 0)
+                        return r;
+        }
         if (end != size)
-                return fail(errbuf, errlen, "%llu trailing bytes after the string table",
+                return fail(errbuf, errlen, "%llu trailing bytes after the last table",
                             (unsigned long long)(size - end));
 
         struct cairn_chunker_params p = {
@@ -489,7 +504,19 @@ int cairn_manifest_validate(const void *base, size_t size, struct cairn_manifest
             .chunks = (const void *)(b + h->chunks_offset),
             .blobs = (const void *)(b + h->blobs_offset),
             .strtab = (const char *)(b + h->strtab_offset),
+            .profile_count = h->profile_count,
         };
+        if (h->profile_count) {
+                m.profile = (const void *)(b + ((h->strtab_offset + h->strtab_size + 7) &
+                                                ~(uint64_t)7));
+                for (uint64_t i = 0; i < h->profile_count; i++)
+                        if (m.profile[i] >= h->chunk_count)
+                                return fail(errbuf, errlen,
+                                            "profile entry %llu names chunk %llu of %llu",
+                                            (unsigned long long)i,
+                                            (unsigned long long)m.profile[i],
+                                            (unsigned long long)h->chunk_count);
+        }
 
         r = validate_blobs(&m, errbuf, errlen);
         if (r < 0)
@@ -674,6 +701,8 @@ struct cairn_manifest_writer {
         size_t n_blobs, cap_blobs;
         char *strtab;
         size_t n_strtab, cap_strtab;
+        uint64_t *profile;
+        size_t n_profile;
 
         /* Open addressing over blob digests: slot holds blob index + 1, 0 = empty. */
         uint32_t *blob_slots;
@@ -730,6 +759,7 @@ void cairn_manifest_writer_free(struct cairn_manifest_writer *w)
         free(w->chunks);
         free(w->blobs);
         free(w->strtab);
+        free(w->profile);
         free(w->blob_slots);
         free(w);
 }
@@ -859,6 +889,22 @@ int cairn_manifest_writer_add_blob(struct cairn_manifest_writer *w, const struct
         return 0;
 }
 
+int cairn_manifest_writer_set_profile(struct cairn_manifest_writer *w, const uint64_t *chunks,
+                                      size_t n)
+{
+        uint64_t *copy = NULL;
+        if (n) {
+                copy = malloc(n * sizeof(*copy));
+                if (!copy)
+                        return -ENOMEM;
+                memcpy(copy, chunks, n * sizeof(*copy));
+        }
+        free(w->profile);
+        w->profile = copy;
+        w->n_profile = n;
+        return 0;
+}
+
 uint64_t cairn_manifest_writer_dirent_count(const struct cairn_manifest_writer *w)
 {
         return w->n_dirents;
@@ -915,12 +961,20 @@ int cairn_manifest_writer_finish(struct cairn_manifest_writer *w, void **ret_buf
         h.strtab_offset = off;
         if (__builtin_add_overflow(off, (uint64_t)w->n_strtab, &off))
                 goto too_big;
+        uint64_t profile_offset = 0;
+        if (w->n_profile) {
+                profile_offset = (off + 7) & ~(uint64_t)7;
+                h.profile_count = w->n_profile;
+                if (__builtin_mul_overflow((uint64_t)w->n_profile, 8, &len) ||
+                    __builtin_add_overflow(profile_offset, len, &off))
+                        goto too_big;
+        }
         if (off > CAIRN_MANIFEST_MAX_SIZE || off > SIZE_MAX)
                 goto too_big;
         h.total_size = off;
 
         /* malloc's alignment (>= 8) is what validate and in-place readers need. */
-        buf = malloc((size_t)off);
+        buf = calloc(1, (size_t)off); /* zeroed: the padding before the profile */
         if (!buf)
                 return -ENOMEM;
         memcpy(buf, &h, sizeof(h));
@@ -934,6 +988,8 @@ int cairn_manifest_writer_finish(struct cairn_manifest_writer *w, void **ret_buf
                 memcpy(buf + h.blobs_offset, w->blobs, w->n_blobs * sizeof(*w->blobs));
         if (w->n_strtab)
                 memcpy(buf + h.strtab_offset, w->strtab, w->n_strtab);
+        if (w->n_profile)
+                memcpy(buf + profile_offset, w->profile, w->n_profile * sizeof(*w->profile));
 
         r = cairn_manifest_validate(buf, (size_t)off, &view, errbuf, errlen);
         if (r < 0) {

@@ -28,6 +28,7 @@ struct cairn_build_options {
         const char *name;              /* ref name, validated */
         const char *tag;
         const char *base_ref;          /* optional "NAME:TAG" or "NAME@sha256:..." */
+        const char *profile_path;      /* optional access profile stored with the volume */
         struct cairn_chunker_params chunking;
         int compression_level;         /* zstd level, 1..19 */
         unsigned threads;              /* 0: one per CPU */
@@ -55,6 +56,7 @@ struct cairn_build_result {
         uint64_t new_pack_bytes;       /* bytes of packs created by this build */
         uint32_t packs_written;
         bool previous_unusable;        /* the tag's previous manifest could not seed dedup */
+        uint64_t profile_chunks;       /* entries of the stored profile */
 };
 
 /*

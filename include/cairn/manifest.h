@@ -7,7 +7,7 @@
  * Byte layout (docs/FORMAT.md is normative):
  *
  *   header (128 bytes) | inodes[] (64 B) | dirents[] (16 B) | chunks[] (64 B)
- *   | blobs[] (40 B) | string table
+ *   | blobs[] (40 B) | string table | [zero padding to 8 | profile (u64 each)]
  *
  * All integers little-endian, every table 8-byte aligned, and the manifest
  * is rejected by cairn_manifest_validate() unless every offset, length and
@@ -62,7 +62,7 @@ struct cairn_manifest_header {
         uint32_t chunk_max;
         uint32_t reserved0;     /* 0 */
         uint64_t logical_size;  /* sum of all regular file sizes */
-        uint64_t reserved1;     /* 0 */
+        uint64_t profile_count; /* entries of the optional access profile (0: none) */
 };
 
 struct cairn_manifest_inode {
@@ -114,6 +114,9 @@ struct cairn_manifest {
         const struct cairn_manifest_chunk *chunks;
         const struct cairn_manifest_blob *blobs;
         const char *strtab;
+        /* Chunk indexes in the order a recorded workload first read them (may be empty). */
+        const uint64_t *profile;
+        uint64_t profile_count;
 };
 
 /*
@@ -177,6 +180,12 @@ int cairn_manifest_writer_add_string(struct cairn_manifest_writer *w, const char
 /* Appends an inode; returns its index. The record is copied. */
 int cairn_manifest_writer_add_inode(struct cairn_manifest_writer *w,
                                     const struct cairn_manifest_inode *inode, uint32_t *ret_ino);
+/*
+ * Sets the access profile stored with the volume: chunk indexes (into the
+ * chunk table as finally written) in first-read order.  Copied.
+ */
+int cairn_manifest_writer_set_profile(struct cairn_manifest_writer *w, const uint64_t *chunks,
+                                      size_t n);
 /* Gives access to an inode already added (to fill first/count later). */
 struct cairn_manifest_inode *cairn_manifest_writer_inode(struct cairn_manifest_writer *w,
                                                          uint32_t ino);

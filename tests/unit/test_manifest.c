@@ -737,9 +737,9 @@ CORRUPT_TEST(unknown_flags)
 
 static void reserved_header_body(void *buf, size_t size)
 {
-        hdr(buf)->reserved1 = 1;
+        hdr(buf)->reserved0 = 1;
         expect_invalid_size(buf, size, "reserved");
-        hdr(buf)->reserved1 = 0;
+        hdr(buf)->reserved0 = 0;
         hdr(buf)->reserved0 = 1;
         expect_invalid(buf, size, "reserved");
 }

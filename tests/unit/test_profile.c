@@ -113,6 +113,30 @@ static void test_resolve(void **state)
         struct cairn_manifest m;
         assert_int_equal(cairn_manifest_validate(buf, size, &m, err, sizeof(err)), 0);
 
+        /* A profile stored in the manifest itself. */
+        uint64_t order[3] = {3, 0, 1};
+        assert_int_equal(cairn_manifest_writer_set_profile(w, order, 3), 0);
+        void *pbuf;
+        size_t psize;
+        assert_int_equal(cairn_manifest_writer_finish(w, &pbuf, &psize, err, sizeof(err)), 0);
+        struct cairn_manifest pm;
+        assert_int_equal(cairn_manifest_validate(pbuf, psize, &pm, err, sizeof(err)), 0);
+        assert_int_equal(pm.profile_count, 3);
+        assert_int_equal(pm.profile[0], 3);
+        assert_int_equal(pm.profile[2], 1);
+        assert_int_equal(psize % 8, 0);
+        /* An entry past the chunk table, nonzero padding, a count past the chunks: refused. */
+        ((uint64_t *)((uint8_t *)pbuf + psize))[-1] = 4;
+        assert_int_equal(cairn_manifest_validate(pbuf, psize, &pm, err, sizeof(err)), -EINVAL);
+        ((uint64_t *)((uint8_t *)pbuf + psize))[-1] = 1;
+        ((uint8_t *)pbuf)[psize - 3 * 8 - 1] = 1;
+        assert_int_equal(cairn_manifest_validate(pbuf, psize, &pm, err, sizeof(err)), -EINVAL);
+        ((uint8_t *)pbuf)[psize - 3 * 8 - 1] = 0;
+        assert_int_equal(cairn_manifest_validate(pbuf, psize, &pm, err, sizeof(err)), 0);
+        ((struct cairn_manifest_header *)pbuf)->profile_count = 5;
+        assert_int_equal(cairn_manifest_validate(pbuf, psize, &pm, err, sizeof(err)), -EINVAL);
+        free(pbuf);
+
         struct cairn_digest pids[5] = {id_of(12), id_of(99), id_of(10), id_of(12), id_of(11)};
         struct cairn_profile p = {.ids = pids, .n = 5};
         uint64_t *chunks;
