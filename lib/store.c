@@ -53,13 +53,9 @@ int cairn_store_open_with(const char *url, const struct cairn_store_options *opt
                 }
                 r = cairn_store_file_open(path, opts->create, &s);
         } else if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0) {
-                /* TRANSPORT-HTTP: replaced by cairn_store_http_open() when lib/store_http.c lands */
-                set_err(errbuf, errlen, "http(s) stores are not built in yet: '%s'", url);
-                return -EPROTONOSUPPORT;
+                r = cairn_store_http_open(url, opts, &s, errbuf, errlen);
         } else if (strncmp(url, "s3://", 5) == 0) {
-                /* TRANSPORT-S3: replaced by cairn_store_s3_open() when lib/store_s3.c lands */
-                set_err(errbuf, errlen, "s3 stores are not built in yet: '%s'", url);
-                return -EPROTONOSUPPORT;
+                r = cairn_store_s3_open(url, opts, &s, errbuf, errlen);
         } else if (strstr(url, "://")) {
                 set_err(errbuf, errlen,
                         "unsupported store URL '%s' (file://, http://, https:// or s3://)", url);

@@ -15,11 +15,16 @@
  *   Content-Range that does not match the request;
  * - response bodies are written only into the caller's buffer of a known
  *   size (or a capped stream): a lying server cannot make us allocate;
- * - TLS peer and host verification are on unless `insecure` is set.
+ * - TLS peer and host verification are on unless `insecure` is set;
+ * - a ranged GET, or a GET streamed into an fd, that breaks off is resumed
+ *   where it stopped (blobs are immutable), not fetched again from the start;
+ * - an engine inherited through fork() restarts in the child at its first
+ *   request (threads do not survive fork), instead of waiting forever.
  *
  * Failures: -ENOENT (404), -EACCES (401/403: credentials or signature),
- * -ETIMEDOUT (deadline), -EFBIG (body over its cap), -EIO (anything else
- * after the last attempt), -ENOMEM.
+ * -ETIMEDOUT (deadline), -EFBIG (body over its cap), -EKEYREJECTED (the
+ * server's TLS certificate could not be verified: no retry), -EIO (anything
+ * else after the last attempt), -ENOMEM.
  */
 #pragma once
 
@@ -62,11 +67,16 @@ struct cairn_fetch_request {
         /* Request body (PUT/POST), not copied: must stay valid until completion. */
         const void *body;
         size_t body_len;
-        /* Response body: into out (out_cap bytes; more is -EFBIG), or to out_fd if >= 0. */
+        /*
+         * Response body: into out (out_cap bytes; more is -EFBIG), or, when out
+         * is NULL, to out_fd (GET only).  With neither, a success body of up
+         * to 64 KiB is dropped (more is -EFBIG).
+         */
         void *out;
         size_t out_cap;
         int out_fd;                /* -1 when unused */
-        uint64_t out_fd_cap;       /* cap on bytes streamed to out_fd */
+        uint64_t out_fd_cap;       /* cap on bytes streamed to out_fd; 0: out_fd unused (so
+                                    * that a zeroed request never writes to fd 0) */
         uint64_t deadline_ns;      /* absolute CLOCK_MONOTONIC; 0: now + options.deadline_ms */
         cairn_fetch_sign_fn sign;  /* optional */
         void *sign_ctx;
@@ -89,14 +99,21 @@ int cairn_fetch_new(const struct cairn_fetch_options *opts, struct cairn_fetch *
 /* Fails pending requests with -ECANCELED, joins the event thread. */
 void cairn_fetch_free(struct cairn_fetch *fetch);
 
-/* Synchronous: returns when the request completed, failed or hit its deadline.  Thread-safe. */
+/*
+ * Synchronous: returns when the request completed, failed or hit its deadline.  Thread-safe.
+ * ret_response (optional) is filled on failure too: status, attempts and the S3 error
+ * code/message (or a transport error text) say why.
+ */
 int cairn_fetch_do(struct cairn_fetch *fetch, const struct cairn_fetch_request *req,
                    struct cairn_fetch_response *ret_response);
 
 /*
  * Asynchronous: done(ctx, result, response) runs once on the event thread
- * (keep it short; never call cairn_fetch_do from it).  req and its buffers
- * must stay valid until then.
+ * (keep it short; never call cairn_fetch_do or cairn_fetch_free from it;
+ * cairn_fetch_submit is fine).  The request struct is copied; the strings,
+ * headers and buffers it points to must stay valid until then.  Returns
+ * -errno without calling done when the request is refused (-EINVAL: bad
+ * arguments, -ECANCELED: the engine is being freed).
  */
 typedef void (*cairn_fetch_done_fn)(void *ctx, int result,
                                     const struct cairn_fetch_response *response);
@@ -106,5 +123,11 @@ int cairn_fetch_submit(struct cairn_fetch *fetch, const struct cairn_fetch_reque
 /* Monotonic clock in nanoseconds, the time base of deadline_ns. */
 uint64_t cairn_fetch_now_ns(void);
 
-/* The process-wide default engine options, from CAIRN_* environment variables if set. */
+/*
+ * The default engine options, overridden by the environment where set:
+ * CAIRN_FETCH_MAX_CONNECTIONS, CAIRN_FETCH_MAX_ATTEMPTS, CAIRN_FETCH_DEADLINE_MS,
+ * CAIRN_FETCH_CONNECT_TIMEOUT_MS, CAIRN_FETCH_STALL_TIMEOUT_MS,
+ * CAIRN_FETCH_BACKOFF_BASE_MS, CAIRN_FETCH_BACKOFF_MAX_MS (positive integers)
+ * and CAIRN_CA_FILE.  `insecure` is never taken from the environment.
+ */
 void cairn_fetch_options_default(struct cairn_fetch_options *ret_opts);

@@ -8,7 +8,10 @@
  *                > profile (option > AWS_PROFILE > "default") in the shared
  *                credentials file (AWS_SHARED_CREDENTIALS_FILE, ~/.aws/credentials)
  *                and config file (AWS_CONFIG_FILE, ~/.aws/config)
- *                > anonymous (unsigned requests)
+ *                > anonymous (unsigned requests);
+ *                a profile given as an option beats the environment's keys
+ *                (as `aws --profile` does), and a named profile that exists
+ *                in neither file is an error (-ENOENT), not anonymous access
  *   addressing:  path style for custom endpoints, virtual-hosted for AWS;
  *                an option overrides.
  * Secrets are wiped (OPENSSL_cleanse) when the config is released and never
@@ -38,8 +41,10 @@ void cairn_s3_config_release(struct cairn_s3_config *config);
 /*
  * Parses an INI-style AWS shared file (credentials or config) for one
  * profile; in the config file profiles are "[profile NAME]" except
- * "[default]".  Calls found(key, value, ctx) for each key of the profile.
- * Bounded: files over 1 MiB are rejected (-EFBIG).
+ * "[default]".  Calls found(key, value, ctx) for each key of the profile
+ * (lowercased; a nested "s3 =" block gives "s3.KEY").  Returns 1 if the
+ * profile's section is in the text, 0 if not, -EINVAL if the text is
+ * malformed.  Bounded: files over 1 MiB are rejected (-EFBIG).
  */
 int cairn_s3_ini_parse(const char *text, size_t len, const char *profile, bool config_file,
                        void (*found)(const char *key, const char *value, void *ctx), void *ctx);
@@ -47,11 +52,13 @@ int cairn_s3_ini_parse(const char *text, size_t len, const char *profile, bool c
 /*
  * Parses an S3 XML error body: fills code and message (each truncated and
  * NUL-terminated, message sanitized to printable ASCII).  -EINVAL if the
- * body is not an S3 <Error>.  Never reads past len.
+ * body is not an S3 <Error>; a body cut short (error bodies are read with
+ * a cap) still counts once its <Code> is complete.  Never reads past len.
  */
 int cairn_s3_parse_error(const char *xml, size_t len, char *code, size_t code_len, char *message,
                          size_t message_len);
 /*
- * Parses a CreateMultipartUpload response for its <UploadId>.
+ * Parses a CreateMultipartUpload response for its <UploadId>: -EINVAL if
+ * there is none, -EOVERFLOW if it does not fit (ids are never truncated).
  */
 int cairn_s3_parse_upload_id(const char *xml, size_t len, char *upload_id, size_t upload_id_len);
