@@ -332,7 +332,7 @@ static int shard_list(struct cairn_cache *c, unsigned shard, struct candidate **
                         *cap = ncap;
                 }
                 struct candidate *cd = &(*cands)[(*n)++];
-                snprintf(cd->rel, sizeof(cd->rel), "%s/%s", dir, de->d_name);
+                snprintf(cd->rel, sizeof(cd->rel), "%.15s/%.64s", dir, de->d_name);
                 cd->mtime = st.st_mtim;
                 cd->size = st.st_size;
                 added++;
@@ -558,7 +558,7 @@ static int for_each_entry(struct cairn_cache *c,
                         if (!is_entry_name(de->d_name) ||
                             fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                                 continue;
-                        snprintf(rel, sizeof(rel), "%s/%s", dir, de->d_name);
+                        snprintf(rel, sizeof(rel), "%.15s/%.64s", dir, de->d_name);
                         r = fn(c, rel, &st, ctx);
                 }
                 closedir(d);

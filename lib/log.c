@@ -3,6 +3,7 @@
  * Process-wide logging.  The default sink writes "program: message" lines
  * to stderr; daemons install a syslog sink once they detach.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -54,4 +55,21 @@ void cairn_log(int level, const char *fmt, ...)
         va_start(ap, fmt);
         cairn_logv(level, fmt, ap);
         va_end(ap);
+}
+
+const char *cairn_error_string(int r)
+{
+        switch (r) {
+        case -EKEYREJECTED:
+                return "TLS certificate verification failed (use --ca-file, or --insecure for "
+                       "testing)";
+        case -EACCES:
+                return "access denied by the store (check the credentials)";
+        case -ETIMEDOUT:
+                return "the store did not answer within the deadline";
+        case -EPROTONOSUPPORT:
+                return "unsupported store URL";
+        default:
+                return strerror(-r);
+        }
 }

@@ -55,6 +55,10 @@ struct mem_chunk {
 #define QUEUE_LEN 512
 #define PREFETCH_WORKERS 4
 #define WINDOW_MIN (4u << 20)
+/* Threads that complete asynchronous reads (each may wait on one fetch). */
+#define READERS 16
+
+struct read_req;
 
 struct stream {
         uint32_t ino;
@@ -101,6 +105,21 @@ struct cairn_volume {
         struct cairn_digest *record_ids;
         size_t record_n, record_cap;
         uint64_t record_flushed_ns;
+
+        int cache_error;            /* why the cache directory is not used, or 0 */
+
+        /* Fail-fast while the store does not answer; see backend_down(). */
+        bool down;                  /* atomic */
+        bool prober_running, prober_started; /* protected by lock */
+        pthread_t prober;
+        struct cairn_digest probe_blob;
+
+        /* Asynchronous reads: a pool that waits on fetches instead of FUSE workers. */
+        struct read_req *rq_head, *rq_tail; /* protected by lock */
+        pthread_cond_t rq_cond;
+        pthread_t readers[READERS];
+        unsigned nreaders;
+        bool readers_started;
 
         /* Background prefetch (warm in the background); see cairn_volume_prefetch_background. */
         struct warm *bg;
@@ -230,7 +249,8 @@ static int manifest_map(struct cairn_volume *vol, bool refetch, char *errbuf, si
                 r = manifest_fetch_to_memfd(vol, &fd);
         }
         if (r < 0) {
-                set_err(errbuf, errlen, "cannot read manifest '%s': %s", dstr, strerror(-r));
+                set_err(errbuf, errlen, "cannot read manifest '%s': %s", dstr,
+                        cairn_error_string(r));
                 return r;
         }
         if (fstat(fd, &st) < 0) {
@@ -304,6 +324,7 @@ int cairn_volume_open(struct cairn_store *store, const struct cairn_ref *ref,
         vol->coalesce_max = opts && opts->coalesce_max ? opts->coalesce_max
                                                        : CAIRN_VOLUME_COALESCE_DEFAULT;
         pthread_cond_init(&vol->queue_cond, NULL);
+        pthread_cond_init(&vol->rq_cond, NULL);
         pthread_mutex_init(&vol->record_lock, NULL);
         /* Read-ahead may use half the memory budget; readers need the rest. */
         vol->window_max = vol->mem_limit / 2;
@@ -324,7 +345,7 @@ int cairn_volume_open(struct cairn_store *store, const struct cairn_ref *ref,
                 }
                 if (r < 0) {
                         set_err(errbuf, errlen, "cannot read ref '%s': %s", refstr,
-                                r == -EINVAL ? "malformed ref object" : strerror(-r));
+                                r == -EINVAL ? "malformed ref object" : cairn_error_string(r));
                         goto fail;
                 }
         }
@@ -334,10 +355,17 @@ int cairn_volume_open(struct cairn_store *store, const struct cairn_ref *ref,
                         .min_free_percent = opts->cache_min_free_percent,
                 };
                 r = cairn_cache_open_with(opts->cache_dir, &copts, &vol->cache);
-                if (r < 0) {
-                        set_err(errbuf, errlen, "cannot open cache directory '%s': %s",
-                                opts->cache_dir, strerror(-r));
+                if (r == -EINVAL) {
+                        set_err(errbuf, errlen, "invalid cache options for '%s'", opts->cache_dir);
                         goto fail;
+                }
+                if (r < 0) {
+                        /*
+                         * A cache that cannot be used (read-only, full, failing disk)
+                         * costs speed, not availability: read from the store.
+                         */
+                        vol->cache = NULL;
+                        vol->cache_error = r;
                 }
         }
         r = manifest_map(vol, false, errbuf, errlen);
@@ -367,11 +395,18 @@ void cairn_volume_free(struct cairn_volume *vol)
         pthread_mutex_lock(&vol->lock);
         vol->stopping = true;
         pthread_cond_broadcast(&vol->queue_cond);
+        pthread_cond_broadcast(&vol->rq_cond);
         pthread_mutex_unlock(&vol->lock);
+        /* Queued asynchronous reads complete with -ECANCELED before this returns. */
+        for (unsigned i = 0; i < vol->nreaders; i++)
+                pthread_join(vol->readers[i], NULL);
+        pthread_cond_destroy(&vol->rq_cond);
         for (unsigned i = 0; i < vol->nworkers; i++)
                 pthread_join(vol->workers[i], NULL);
         if (vol->bg)
                 pthread_join(vol->bg_thread, NULL);
+        if (vol->prober_started)
+                pthread_join(vol->prober, NULL);
         pthread_cond_destroy(&vol->queue_cond);
         if (vol->record_path) {
                 cairn_volume_profile_flush(vol);
@@ -402,6 +437,11 @@ const struct cairn_manifest *cairn_volume_manifest(const struct cairn_volume *vo
 const struct cairn_digest *cairn_volume_digest(const struct cairn_volume *vol)
 {
         return &vol->digest;
+}
+
+int cairn_volume_cache_error(const struct cairn_volume *vol)
+{
+        return vol->cache_error;
 }
 
 struct cairn_store *cairn_volume_store(const struct cairn_volume *vol)
@@ -551,6 +591,64 @@ static void table_make_room(struct cairn_volume *vol, size_t need)
 }
 
 /*
+ * A store that let a request run into its deadline is taken as down: one
+ * user read() becomes several FUSE requests (readahead, then the page
+ * itself), and each would otherwise wait out a full deadline of its own.
+ * While down, fetches fail at once with EIO; a prober thread retries a
+ * one-byte read every second and clears the state when the store answers,
+ * so reads recover as soon as the backend does.  Metadata never waits.
+ */
+static bool backend_down(struct cairn_volume *vol)
+{
+        return __atomic_load_n(&vol->down, __ATOMIC_ACQUIRE);
+}
+
+static void *prober_main(void *arg)
+{
+        struct cairn_volume *vol = arg;
+        while (!__atomic_load_n(&vol->stopping, __ATOMIC_RELAXED)) {
+                struct timespec ts = {.tv_sec = 1};
+                nanosleep(&ts, NULL);
+                uint8_t byte;
+                /* Short, so that an unmount never waits long on the prober. */
+                uint64_t wait = vol->deadline_ns < 5000000000ull ? vol->deadline_ns : 5000000000ull;
+                int r = cairn_store_read_blob_until(vol->store, &vol->probe_blob, 0, 1, &byte,
+                                                    now_ns() + wait);
+                if (r >= 0) {
+                        cairn_debug("store answers again: reads resume");
+                        pthread_mutex_lock(&vol->lock);
+                        __atomic_store_n(&vol->down, false, __ATOMIC_RELEASE);
+                        vol->prober_running = false;
+                        pthread_mutex_unlock(&vol->lock);
+                        return NULL;
+                }
+        }
+        pthread_mutex_lock(&vol->lock);
+        vol->prober_running = false;
+        pthread_mutex_unlock(&vol->lock);
+        return NULL;
+}
+
+static void backend_mark_down(struct cairn_volume *vol, const struct cairn_digest *blob)
+{
+        pthread_mutex_lock(&vol->lock);
+        if (!vol->stopping && !vol->prober_running) {
+                if (vol->prober_started)
+                        pthread_join(vol->prober, NULL); /* the previous one has returned */
+                vol->probe_blob = *blob;
+                __atomic_store_n(&vol->down, true, __ATOMIC_RELEASE);
+                if (pthread_create(&vol->prober, NULL, prober_main, vol) == 0) {
+                        vol->prober_running = true;
+                        vol->prober_started = true;
+                } else {
+                        vol->prober_started = false;
+                        __atomic_store_n(&vol->down, false, __ATOMIC_RELEASE);
+                }
+        }
+        pthread_mutex_unlock(&vol->lock);
+}
+
+/*
  * A run of chunks fetched with one range request: contiguous in one blob.
  * entries[i] is the table entry of chunk first + i, all CHUNK_LOADING.
  */
@@ -654,8 +752,16 @@ static int batch_fetch(struct cairn_volume *vol, struct batch *b, uint64_t deadl
                         r = -ENOMEM;
                         break;
                 }
+                if (backend_down(vol)) {
+                        /* Known dead: fail now instead of waiting out another deadline. */
+                        free(buf);
+                        r = -EIO;
+                        break;
+                }
                 r = cairn_store_read_blob_until(vol->store, &m->blobs[first->blob].digest,
                                                 first->blob_offset, len, buf, deadline);
+                if (r == -ETIMEDOUT)
+                        backend_mark_down(vol, &m->blobs[first->blob].digest);
                 if (r < 0) {
                         cairn_debug("chunks %llu..%llu: fetch failed: %s",
                                     (unsigned long long)(b->first + lo),
@@ -723,6 +829,10 @@ static int chunk_fill(struct cairn_volume *vol, struct batch *b, uint64_t deadli
 }
 
 /* Returns a pinned, loaded entry for chunk; unpin with chunk_release(). */
+/*
+ * deadline 0 asks for the fast path only: a chunk that is not loaded in
+ * memory yet gives -EWOULDBLOCK instead of a fetch or a wait.
+ */
 static int chunk_acquire(struct cairn_volume *vol, uint64_t chunk, uint64_t deadline,
                          struct mem_chunk **ret)
 {
@@ -743,6 +853,10 @@ static int chunk_acquire(struct cairn_volume *vol, uint64_t chunk, uint64_t dead
                         *ret = c;
                         return 0;
                 }
+                if (!deadline) {
+                        pthread_mutex_unlock(&vol->lock);
+                        return -EWOULDBLOCK;
+                }
                 if (c->state == CHUNK_LOADING) {
                         /* Single flight: wait for the reader that is fetching it. */
                         struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000ull),
@@ -759,6 +873,10 @@ static int chunk_acquire(struct cairn_volume *vol, uint64_t chunk, uint64_t dead
                 else
                         table_unlink(vol, c); /* its loader frees it on release */
                 break;
+        }
+        if (!deadline) {
+                pthread_mutex_unlock(&vol->lock);
+                return -EWOULDBLOCK;
         }
 
         table_make_room(vol, mc->size);
@@ -945,8 +1063,9 @@ static void prefetch_note(struct cairn_volume *vol, uint32_t ino, uint64_t off, 
         pthread_mutex_unlock(&vol->lock);
 }
 
-ssize_t cairn_volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off, size_t len,
-                          void *buf)
+/* A read; nonblock: only from chunks already in memory, else -EWOULDBLOCK. */
+static ssize_t volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off, size_t len,
+                           void *buf, bool nonblock)
 {
         const struct cairn_manifest *m = &vol->manifest;
         uint64_t idx;
@@ -968,7 +1087,7 @@ ssize_t cairn_volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off, 
         r = cairn_manifest_find_chunk(m, ino, off, &idx);
         if (r < 0)
                 return r == -ENXIO ? 0 : r;
-        uint64_t deadline = now_ns() + vol->deadline_ns;
+        uint64_t deadline = nonblock ? 0 : now_ns() + vol->deadline_ns;
         while (done < len) {
                 const struct cairn_manifest_chunk *mc = &m->chunks[idx];
                 struct mem_chunk *c = NULL;
@@ -978,7 +1097,7 @@ ssize_t cairn_volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off, 
                  * short read means end of file, and it would zero-fill the rest.
                  */
                 if (r < 0)
-                        return r == -ENOMEM ? r : -EIO;
+                        return r == -ENOMEM || r == -EWOULDBLOCK ? r : -EIO;
                 uint64_t in_chunk = off + done - mc->file_offset;
                 size_t n = mc->size - in_chunk;
                 if (n > len - done)
@@ -992,6 +1111,91 @@ ssize_t cairn_volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off, 
         }
         prefetch_note(vol, ino, off, len, idx - 1);
         return (ssize_t)done;
+}
+
+ssize_t cairn_volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off, size_t len,
+                          void *buf)
+{
+        return volume_read(vol, ino, off, len, buf, false);
+}
+
+/* ---- asynchronous reads ---- */
+
+struct read_req {
+        struct read_req *next;
+        uint32_t ino;
+        uint64_t off;
+        size_t len;
+        void *buf;
+        cairn_volume_read_done_fn done;
+        void *ctx;
+};
+
+static void *reader_main(void *arg)
+{
+        struct cairn_volume *vol = arg;
+        pthread_mutex_lock(&vol->lock);
+        for (;;) {
+                while (!vol->rq_head && !vol->stopping)
+                        pthread_cond_wait(&vol->rq_cond, &vol->lock);
+                struct read_req *q = vol->rq_head;
+                if (!q)
+                        break; /* stopping, queue drained */
+                vol->rq_head = q->next;
+                if (!vol->rq_head)
+                        vol->rq_tail = NULL;
+                pthread_mutex_unlock(&vol->lock);
+                ssize_t n = vol->stopping ? -ECANCELED
+                                          : volume_read(vol, q->ino, q->off, q->len, q->buf, false);
+                q->done(q->ctx, n);
+                free(q);
+                pthread_mutex_lock(&vol->lock);
+        }
+        pthread_mutex_unlock(&vol->lock);
+        return NULL;
+}
+
+int cairn_volume_read_async(struct cairn_volume *vol, uint32_t ino, uint64_t off, size_t len,
+                            void *buf, cairn_volume_read_done_fn done, void *ctx)
+{
+        ssize_t n = volume_read(vol, ino, off, len, buf, true);
+        if (n != -EWOULDBLOCK) {
+                done(ctx, n);
+                return 0;
+        }
+        struct read_req *q = malloc(sizeof(*q));
+        if (!q)
+                return -ENOMEM;
+        *q = (struct read_req){.ino = ino, .off = off, .len = len, .buf = buf, .done = done,
+                               .ctx = ctx};
+        pthread_mutex_lock(&vol->lock);
+        if (vol->stopping) {
+                pthread_mutex_unlock(&vol->lock);
+                free(q);
+                return -ECANCELED;
+        }
+        if (!vol->readers_started) {
+                vol->readers_started = true;
+                for (unsigned i = 0; i < READERS; i++) {
+                        if (pthread_create(&vol->readers[i], NULL, reader_main, vol) != 0)
+                                break;
+                        vol->nreaders++;
+                }
+        }
+        if (vol->nreaders == 0) {
+                pthread_mutex_unlock(&vol->lock);
+                free(q);
+                done(ctx, volume_read(vol, ino, off, len, buf, false));
+                return 0;
+        }
+        if (vol->rq_tail)
+                vol->rq_tail->next = q;
+        else
+                vol->rq_head = q;
+        vol->rq_tail = q;
+        pthread_cond_signal(&vol->rq_cond);
+        pthread_mutex_unlock(&vol->lock);
+        return 0;
 }
 
 /* ---- warm ---- */

@@ -17,6 +17,13 @@ int cairn_log_get_level(void);
 void cairn_log_set_func(cairn_log_func_t func);
 void cairn_log_set_program(const char *name);
 
+/*
+ * Text for a -errno from libcairn, worded for what it means there (e.g.
+ * -EKEYREJECTED is a TLS certificate that failed verification); falls
+ * back to strerror().
+ */
+const char *cairn_error_string(int r);
+
 void cairn_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void cairn_logv(int level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 

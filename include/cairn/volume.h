@@ -53,6 +53,12 @@ void cairn_volume_free(struct cairn_volume *vol);
 const struct cairn_manifest *cairn_volume_manifest(const struct cairn_volume *vol);
 const struct cairn_digest *cairn_volume_digest(const struct cairn_volume *vol);
 struct cairn_store *cairn_volume_store(const struct cairn_volume *vol);
+/*
+ * Why the cache directory given in the options is not in use (-errno), or
+ * 0.  A cache that cannot be opened does not fail the volume: reads then
+ * come from the store, and the front should say so once.
+ */
+int cairn_volume_cache_error(const struct cairn_volume *vol);
 
 /*
  * Reads up to len bytes of regular file ino at off into buf.  Returns the
@@ -63,6 +69,19 @@ struct cairn_store *cairn_volume_store(const struct cairn_volume *vol);
  */
 ssize_t cairn_volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off, size_t len,
                           void *buf);
+
+/*
+ * Asynchronous read: the same as cairn_volume_read(), but when a chunk has
+ * to be fetched or waited for, the read is handed to the volume's reader
+ * pool and the call returns at once; done(ctx, result) runs exactly once,
+ * on the calling thread when everything was in memory, else on a pool
+ * thread.  buf must stay valid until then.  At cairn_volume_free() queued
+ * reads complete with -ECANCELED.  Returns -ENOMEM (done not called) only
+ * when the request cannot be queued.
+ */
+typedef void (*cairn_volume_read_done_fn)(void *ctx, ssize_t result);
+int cairn_volume_read_async(struct cairn_volume *vol, uint32_t ino, uint64_t off, size_t len,
+                            void *buf, cairn_volume_read_done_fn done, void *ctx);
 
 /* Progress and result of cairn_volume_warm(). */
 struct cairn_warm_progress {
