@@ -622,8 +622,9 @@ static void job_finish(struct cairn_fetch *f, struct fetch_job *j, int result)
         snprintf(resp->etag, sizeof(resp->etag), "%s", j->etag);
         resp->attempts = j->attempt;
         if (result < 0)
-                cairn_debug("%s '%s' failed after %u attempt(s): %s (http %ld)", j->req.method,
-                            j->req.url, j->attempt, strerror(-result), j->status);
+                cairn_debug("%s '%s' failed after %u attempt(s): %s (http %ld%s%s)",
+                            j->req.method, j->req.url, j->attempt, strerror(-result), j->status,
+                            resp->error_message[0] ? ", " : "", resp->error_message);
         j->done(j->ctx, result, resp);
         free(j->err_body);
         free(j);

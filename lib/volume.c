@@ -108,11 +108,8 @@ struct cairn_volume {
 
         int cache_error;            /* why the cache directory is not used, or 0 */
 
-        /* Fail-fast while the store does not answer; see backend_down(). */
-        bool down;                  /* atomic */
-        bool prober_running, prober_started; /* protected by lock */
-        pthread_t prober;
-        struct cairn_digest probe_blob;
+        bool down;                  /* the store stopped answering; atomic, see fetch_deadline() */
+        uint64_t last_probe_ns;     /* atomic */
 
         /* Asynchronous reads: a pool that waits on fetches instead of FUSE workers. */
         struct read_req *rq_head, *rq_tail; /* protected by lock */
@@ -405,8 +402,6 @@ void cairn_volume_free(struct cairn_volume *vol)
                 pthread_join(vol->workers[i], NULL);
         if (vol->bg)
                 pthread_join(vol->bg_thread, NULL);
-        if (vol->prober_started)
-                pthread_join(vol->prober, NULL);
         pthread_cond_destroy(&vol->queue_cond);
         if (vol->record_path) {
                 cairn_volume_profile_flush(vol);
@@ -594,58 +589,39 @@ static void table_make_room(struct cairn_volume *vol, size_t need)
  * A store that let a request run into its deadline is taken as down: one
  * user read() becomes several FUSE requests (readahead, then the page
  * itself), and each would otherwise wait out a full deadline of its own.
- * While down, fetches fail at once with EIO; a prober thread retries a
- * one-byte read every second and clears the state when the store answers,
- * so reads recover as soon as the backend does.  Metadata never waits.
+ * While down, a fetch gets only a short probe budget instead of the full
+ * deadline, so an outage costs each request about a second, not thirty;
+ * the first fetch that succeeds clears the state, so reads recover as soon
+ * as the store answers again.  Metadata never waits on the store at all.
  */
-static bool backend_down(struct cairn_volume *vol)
+#define DOWN_PROBE_NS 1000000000ull
+
+/*
+ * The deadline for a fetch, or 0 when it must not be tried: while the store
+ * is down, one fetch a second may probe it (with a short budget), the
+ * others fail at once.
+ */
+static uint64_t fetch_deadline(struct cairn_volume *vol, uint64_t deadline)
 {
-        return __atomic_load_n(&vol->down, __ATOMIC_ACQUIRE);
+        if (!__atomic_load_n(&vol->down, __ATOMIC_ACQUIRE))
+                return deadline;
+        uint64_t now = now_ns();
+        uint64_t last = __atomic_load_n(&vol->last_probe_ns, __ATOMIC_RELAXED);
+        if (now - last < DOWN_PROBE_NS ||
+            !__atomic_compare_exchange_n(&vol->last_probe_ns, &last, now, false, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_RELAXED))
+                return 0;
+        return now + DOWN_PROBE_NS < deadline ? now + DOWN_PROBE_NS : deadline;
 }
 
-static void *prober_main(void *arg)
+static void backend_note(struct cairn_volume *vol, int r)
 {
-        struct cairn_volume *vol = arg;
-        while (!__atomic_load_n(&vol->stopping, __ATOMIC_RELAXED)) {
-                struct timespec ts = {.tv_sec = 1};
-                nanosleep(&ts, NULL);
-                uint8_t byte;
-                /* Short, so that an unmount never waits long on the prober. */
-                uint64_t wait = vol->deadline_ns < 5000000000ull ? vol->deadline_ns : 5000000000ull;
-                int r = cairn_store_read_blob_until(vol->store, &vol->probe_blob, 0, 1, &byte,
-                                                    now_ns() + wait);
-                if (r >= 0) {
-                        cairn_debug("store answers again: reads resume");
-                        pthread_mutex_lock(&vol->lock);
-                        __atomic_store_n(&vol->down, false, __ATOMIC_RELEASE);
-                        vol->prober_running = false;
-                        pthread_mutex_unlock(&vol->lock);
-                        return NULL;
-                }
-        }
-        pthread_mutex_lock(&vol->lock);
-        vol->prober_running = false;
-        pthread_mutex_unlock(&vol->lock);
-        return NULL;
-}
-
-static void backend_mark_down(struct cairn_volume *vol, const struct cairn_digest *blob)
-{
-        pthread_mutex_lock(&vol->lock);
-        if (!vol->stopping && !vol->prober_running) {
-                if (vol->prober_started)
-                        pthread_join(vol->prober, NULL); /* the previous one has returned */
-                vol->probe_blob = *blob;
+        if (r == -ETIMEDOUT) {
+                __atomic_store_n(&vol->last_probe_ns, now_ns(), __ATOMIC_RELAXED);
                 __atomic_store_n(&vol->down, true, __ATOMIC_RELEASE);
-                if (pthread_create(&vol->prober, NULL, prober_main, vol) == 0) {
-                        vol->prober_running = true;
-                        vol->prober_started = true;
-                } else {
-                        vol->prober_started = false;
-                        __atomic_store_n(&vol->down, false, __ATOMIC_RELEASE);
-                }
+        } else if (r >= 0) {
+                __atomic_store_n(&vol->down, false, __ATOMIC_RELEASE);
         }
-        pthread_mutex_unlock(&vol->lock);
 }
 
 /*
@@ -752,16 +728,15 @@ static int batch_fetch(struct cairn_volume *vol, struct batch *b, uint64_t deadl
                         r = -ENOMEM;
                         break;
                 }
-                if (backend_down(vol)) {
-                        /* Known dead: fail now instead of waiting out another deadline. */
+                uint64_t fd = fetch_deadline(vol, deadline);
+                if (!fd) {
                         free(buf);
-                        r = -EIO;
+                        r = -EIO; /* the store is down and was probed within the second */
                         break;
                 }
                 r = cairn_store_read_blob_until(vol->store, &m->blobs[first->blob].digest,
-                                                first->blob_offset, len, buf, deadline);
-                if (r == -ETIMEDOUT)
-                        backend_mark_down(vol, &m->blobs[first->blob].digest);
+                                                first->blob_offset, len, buf, fd);
+                backend_note(vol, r);
                 if (r < 0) {
                         cairn_debug("chunks %llu..%llu: fetch failed: %s",
                                     (unsigned long long)(b->first + lo),
