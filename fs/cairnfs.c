@@ -14,6 +14,11 @@
  * only once the mount exists, so that `cairnfs ... && ls MP` is safe and a
  * failure is one line on stderr and exit status 1.  The request handlers
  * live in fuse_ops.c.
+ *
+ * The daemon forks before it opens the store, not after mounting as
+ * fuse_daemonize() would: opening a remote store starts the fetch engine's
+ * thread, and a thread does not survive fork().  The parent waits on a pipe
+ * for the daemon's verdict and exits with it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -53,11 +59,31 @@
 #define CAIRNFS_MAX_THREADS 32u
 #define CAIRNFS_MAX_IDLE_THREADS 8u
 
-/* The command line, parsed once; validated in main(). */
+/* Limits of the numeric options, the same as the `cairn` flags they mirror. */
+#define CONNECTIONS_MAX    256u
+#define DEADLINE_MAX_S     3600u
+#define CACHE_MIN_FREE_MAX 90u
+
+/*
+ * The command line, parsed once; validated in main().  Values stay
+ * unparsed strings until then; a repeated option replaces the earlier one.
+ */
 struct cairnfs_config {
-        char *source;       /* "STORE#REF" */
-        char *cache_dir;    /* -o cache_dir= */
-        char *memory_limit; /* -o memory_limit=, unparsed */
+        char *source;         /* "STORE#REF" */
+        char *cache_dir;      /* -o cache_dir= */
+        char *memory_limit;   /* -o memory_limit= */
+        char *cache_size;     /* -o cache_size= */
+        char *cache_min_free; /* -o cache_min_free= */
+        /* Store settings; credentials are never options (see --help). */
+        char *endpoint;
+        char *region;
+        char *aws_profile;
+        char *addressing; /* path, virtual or auto */
+        char *ca_file;
+        char *connections;
+        char *deadline; /* seconds */
+        bool anonymous;
+        bool insecure;
         bool show_help;
         bool show_version;
 };
@@ -67,13 +93,34 @@ enum {
         KEY_VERSION,
         KEY_RW,
         KEY_DISCARD,
+        KEY_ANONYMOUS,
+        KEY_INSECURE,
+        /* "name=value" options: this plus the offset of their field in the config. */
+        KEY_VALUE_BASE = 0x10000,
 };
 
-#define CONFIG_OPT(templ, field) {templ, offsetof(struct cairnfs_config, field), 0}
+/*
+ * A "name=value" option stored in the string field of the same name, by
+ * key rather than with a "%s" template so that a repeated option frees the
+ * value it replaces.
+ */
+#define VALUE_OPT(name)                                                                            \
+        FUSE_OPT_KEY(#name "=", KEY_VALUE_BASE + (int)offsetof(struct cairnfs_config, name))
 
 static const struct fuse_opt cairnfs_opts[] = {
-        CONFIG_OPT("cache_dir=%s", cache_dir),
-        CONFIG_OPT("memory_limit=%s", memory_limit),
+        VALUE_OPT(cache_dir),
+        VALUE_OPT(memory_limit),
+        VALUE_OPT(cache_size),
+        VALUE_OPT(cache_min_free),
+        VALUE_OPT(endpoint),
+        VALUE_OPT(region),
+        VALUE_OPT(aws_profile),
+        VALUE_OPT(addressing),
+        VALUE_OPT(ca_file),
+        VALUE_OPT(connections),
+        VALUE_OPT(deadline),
+        FUSE_OPT_KEY("anonymous", KEY_ANONYMOUS),
+        FUSE_OPT_KEY("insecure", KEY_INSECURE),
         FUSE_OPT_KEY("-h", KEY_HELP),
         FUSE_OPT_KEY("--help", KEY_HELP),
         FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -100,15 +147,20 @@ static void usage(FILE *f)
         fputs("usage: cairnfs STORE#REF MOUNTPOINT [-o OPTION[,OPTION...]] [-f] [-d]\n"
               "\n"
               "Mounts the cairn volume REF (NAME:TAG or NAME@sha256:HEX) of STORE\n"
-              "(file:///abs/path or a plain path) read-only at MOUNTPOINT.  The source\n"
-              "is split at its last '#'.  Returns once the mount is ready; the daemon\n"
-              "stays in the background until the volume is unmounted.\n"
+              "(a plain path, file:///abs/path, http[s]://HOST/PATH or\n"
+              "s3://BUCKET/PREFIX) read-only at MOUNTPOINT.  The source is split at its\n"
+              "last '#'.  Returns once the mount is ready; the daemon stays in the\n"
+              "background until the volume is unmounted.\n"
               "\n"
               "Options:\n"
               "  -o cache_dir=DIR      chunk cache (default: /var/cache/cairn for root,\n"
               "                        $XDG_CACHE_HOME/cairn otherwise)\n"
-              "  -o memory_limit=SIZE  decoded chunks kept in memory, K/M/G suffixes\n"
-              "                        (default: 64M)\n"
+              "  -o cache_size=SIZE    most the chunk cache may hold (default: no limit)\n"
+              "  -o cache_min_free=PCT keep PCT% of the cache's filesystem free, 1..90\n"
+              "                        (default: 10)\n"
+              "  -o memory_limit=SIZE  decoded chunks kept in memory (default: 64M)\n"
+              "  -o deadline=SECONDS   a read that takes longer fails with EIO, 1..3600\n"
+              "                        (default: 30)\n"
               "  -o allow_other        let other users use the mount\n"
               "  -o ro                 accepted; the mount is always read-only\n"
               "  -o OPTION             other FUSE and mount(8) options pass through\n"
@@ -118,6 +170,23 @@ static void usage(FILE *f)
               "  -h, --help            show this help\n"
               "  -V, --version         show the version\n"
               "\n"
+              "Remote stores (http://, https://, s3://):\n"
+              "  -o connections=N      parallel connections per host, 1..256 (default: 8)\n"
+              "  -o ca_file=PATH       trust the CA certificates in PATH for https\n"
+              "  -o insecure           do not verify TLS certificates (warns; testing only)\n"
+              "\n"
+              "S3 stores (defaults: the AWS environment variables and shared files):\n"
+              "  -o endpoint=URL       S3 endpoint, http[s]://HOST[:PORT]\n"
+              "  -o region=REGION      S3 region\n"
+              "  -o aws_profile=NAME   profile of the AWS config and credentials files\n"
+              "  -o addressing=STYLE   path, virtual (hosted) or auto (default: path for\n"
+              "                        custom endpoints, virtual for AWS)\n"
+              "  -o anonymous          never sign requests, even with credentials set\n"
+              "Credentials are never options: the keys of aws_profile= if given, else\n"
+              "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, else the\n"
+              "keys of profile AWS_PROFILE (or \"default\") in ~/.aws/credentials.\n"
+              "\n"
+              "SIZE is bytes or a number with a K, M, G or T suffix (powers of 1024).\n"
               "Always mounted ro,nosuid,nodev,default_permissions; \"-o rw\" is an error.\n"
               "\n"
               "Exit status: 0 mounted (or --help, --version), 1 the volume cannot be\n"
@@ -132,6 +201,16 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
         struct cairnfs_config *cfg = data;
 
         (void)outargs;
+        if (key >= KEY_VALUE_BASE) {
+                char **field = (char **)((char *)cfg + (key - KEY_VALUE_BASE));
+                char *value = strdup(strchr(arg, '=') + 1);
+
+                if (!value)
+                        return -1;
+                free(*field);
+                *field = value;
+                return 0;
+        }
         switch (key) {
         case KEY_HELP:
                 cfg->show_help = true;
@@ -143,6 +222,12 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
                 cairn_err("option 'rw' is not supported: cairn volumes are read-only, use 'ro'");
                 return -1;
         case KEY_DISCARD:
+                return 0;
+        case KEY_ANONYMOUS:
+                cfg->anonymous = true;
+                return 0;
+        case KEY_INSECURE:
+                cfg->insecure = true;
                 return 0;
         case FUSE_OPT_KEY_NONOPT:
                 /* The first bare argument is the source; the mountpoint is left to libfuse. */
@@ -161,23 +246,47 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 }
 
 /*
- * "64M", "512k", "1GiB", "1048576": binary multiples, like `cairn mount
- * --memory-limit`.  -EINVAL on anything else, -ERANGE past SIZE_MAX.
+ * Parses leading decimal digits by hand (strtoull() would take a sign or
+ * spaces and wrap).  -EINVAL without a digit, -ERANGE past UINT64_MAX.
  */
-static int parse_size(const char *s, size_t *ret_size)
+static int parse_digits(const char *s, const char **ret_end, uint64_t *ret_value)
 {
-        unsigned long long v;
-        unsigned shift = 0;
-        char *end;
+        uint64_t v = 0;
 
         if (*s < '0' || *s > '9')
                 return -EINVAL;
-        errno = 0;
-        v = strtoull(s, &end, 10);
-        if (errno == ERANGE)
-                return -ERANGE;
+        for (; *s >= '0' && *s <= '9'; s++) {
+                unsigned d = (unsigned)(*s - '0');
+
+                if (v > (UINT64_MAX - d) / 10)
+                        return -ERANGE;
+                v = v * 10 + d;
+        }
+        *ret_end = s;
+        *ret_value = v;
+        return 0;
+}
+
+/*
+ * "64M", "512k", "1GiB", "1048576", "4096B": binary multiples, like the
+ * sizes `cairn mount` takes.  -EINVAL on anything else, -ERANGE past max.
+ */
+static int parse_size(const char *s, uint64_t max, uint64_t *ret_size)
+{
+        const char *end;
+        unsigned shift = 0;
+        uint64_t v;
+        int r;
+
+        r = parse_digits(s, &end, &v);
+        if (r < 0)
+                return r;
         switch (*end) {
         case '\0':
+                break;
+        case 'b':
+        case 'B':
+                end++;
                 break;
         case 'k':
         case 'K':
@@ -191,6 +300,10 @@ static int parse_size(const char *s, size_t *ret_size)
         case 'G':
                 shift = 30;
                 break;
+        case 't':
+        case 'T':
+                shift = 40;
+                break;
         default:
                 return -EINVAL;
         }
@@ -203,15 +316,33 @@ static int parse_size(const char *s, size_t *ret_size)
         }
         if (*end != '\0')
                 return -EINVAL;
-        if (v > (SIZE_MAX >> shift))
+        if (v > (max >> shift))
                 return -ERANGE;
-        *ret_size = (size_t)(v << shift);
+        *ret_size = v << shift;
+        return 0;
+}
+
+/* A plain decimal number in [min, max]; -EINVAL or -ERANGE. */
+static int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *ret_value)
+{
+        const char *end;
+        uint64_t v;
+        int r;
+
+        r = parse_digits(s, &end, &v);
+        if (r < 0)
+                return r;
+        if (*end != '\0')
+                return -EINVAL;
+        if (v < min || v > max)
+                return -ERANGE;
+        *ret_value = v;
         return 0;
 }
 
 /*
- * fuse_daemonize() changes to "/": a relative path given on the command
- * line must be made absolute first.  URLs ("scheme://...") are left alone.
+ * The daemon changes to "/" when it detaches: a relative path given on the
+ * command line must be made absolute first.  URLs ("scheme://...") are left alone.
  */
 static int absolute_path(const char *path, char **ret_path)
 {
@@ -383,33 +514,239 @@ out:
         return r;
 }
 
+/* What the options resolve to; strings are owned by the config or by this. */
+struct cairnfs_settings {
+        char *store_url; /* absolute unless a URL */
+        const char *ref; /* points into the source */
+        char *cache_dir; /* absolute */
+        char *ca_file;   /* absolute; NULL: none */
+        struct cairn_store_options store;
+        struct cairn_volume_options volume;
+};
+
+static void settings_release(struct cairnfs_settings *st)
+{
+        free(st->store_url);
+        free(st->cache_dir);
+        free(st->ca_file);
+}
+
+static bool url_is_s3(const char *url)
+{
+        return strncmp(url, "s3://", 5) == 0;
+}
+
+static bool url_is_remote(const char *url)
+{
+        return url_is_s3(url) || strncmp(url, "http://", 7) == 0 ||
+               strncmp(url, "https://", 8) == 0;
+}
+
+/* A string option that is given must not be empty. */
+static int check_not_empty(const char *name, const char *value)
+{
+        if (value && value[0] == '\0') {
+                cairn_err("invalid %s '': expected a value", name);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/*
+ * Checks and converts the options, reporting each problem as one line.
+ * Everything here is a usage error: nothing has touched the store yet.
+ */
+static int resolve_settings(struct cairnfs_config *cfg, struct cairnfs_settings *st)
+{
+        char default_cache[PATH_MAX], *hash;
+        const char *s3_opt = NULL, *remote_opt = NULL;
+        uint64_t v;
+        int r;
+
+        hash = strrchr(cfg->source, '#');
+        if (!hash || hash == cfg->source || hash[1] == '\0') {
+                cairn_err("invalid source '%s': expected STORE#REF", cfg->source);
+                return -EINVAL;
+        }
+        st->ref = hash + 1;
+        *hash = '\0';
+        r = absolute_path(cfg->source, &st->store_url);
+        *hash = '#';
+        if (r < 0) {
+                cairn_err("invalid store '%.*s': %s", (int)(hash - cfg->source), cfg->source,
+                          strerror(-r));
+                return r;
+        }
+
+        if (cfg->memory_limit) {
+                r = parse_size(cfg->memory_limit, SIZE_MAX, &v);
+                if (r < 0 || v == 0) {
+                        cairn_err("invalid memory_limit '%s': expected a size like 64M",
+                                  cfg->memory_limit);
+                        return -EINVAL;
+                }
+                st->volume.memory_limit = (size_t)v;
+        }
+        if (cfg->cache_size) {
+                r = parse_size(cfg->cache_size, UINT64_MAX, &v);
+                if (r < 0 || v == 0) {
+                        cairn_err("invalid cache_size '%s': expected a size like 10G",
+                                  cfg->cache_size);
+                        return -EINVAL;
+                }
+                st->volume.cache_max_bytes = v;
+        }
+        if (cfg->cache_min_free) {
+                if (parse_uint(cfg->cache_min_free, 1, CACHE_MIN_FREE_MAX, &v) < 0) {
+                        cairn_err("invalid cache_min_free '%s': expected a percentage, 1..%u",
+                                  cfg->cache_min_free, CACHE_MIN_FREE_MAX);
+                        return -EINVAL;
+                }
+                st->volume.cache_min_free_percent = (unsigned)v;
+        }
+        if (cfg->deadline) {
+                if (parse_uint(cfg->deadline, 1, DEADLINE_MAX_S, &v) < 0) {
+                        cairn_err("invalid deadline '%s': expected whole seconds, 1..%u",
+                                  cfg->deadline, DEADLINE_MAX_S);
+                        return -EINVAL;
+                }
+                /* The store's requests and the volume's reads share one deadline. */
+                st->store.deadline_ms = (unsigned)v * 1000u;
+                st->volume.deadline_ms = st->store.deadline_ms;
+        }
+        if (cfg->connections) {
+                if (parse_uint(cfg->connections, 1, CONNECTIONS_MAX, &v) < 0) {
+                        cairn_err("invalid connections '%s': expected 1..%u", cfg->connections,
+                                  CONNECTIONS_MAX);
+                        return -EINVAL;
+                }
+                st->store.max_connections = (unsigned)v;
+                remote_opt = "connections";
+        }
+
+        if (check_not_empty("endpoint", cfg->endpoint) < 0 ||
+            check_not_empty("region", cfg->region) < 0 ||
+            check_not_empty("aws_profile", cfg->aws_profile) < 0)
+                return -EINVAL;
+        /* Not echoed: the part before '@' would be a secret, and the error may reach syslog. */
+        if (cfg->endpoint && strchr(cfg->endpoint, '@')) {
+                cairn_err("invalid endpoint: credentials do not belong in the URL (use "
+                          "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)");
+                return -EINVAL;
+        }
+        st->store.endpoint = cfg->endpoint;
+        st->store.region = cfg->region;
+        st->store.profile = cfg->aws_profile;
+        if (cfg->endpoint)
+                s3_opt = "endpoint";
+        if (cfg->region)
+                s3_opt = "region";
+        if (cfg->aws_profile)
+                s3_opt = "aws_profile";
+        if (cfg->addressing) {
+                if (strcmp(cfg->addressing, "path") == 0) {
+                        st->store.addressing = CAIRN_S3_ADDRESSING_PATH;
+                } else if (strcmp(cfg->addressing, "virtual") == 0) {
+                        st->store.addressing = CAIRN_S3_ADDRESSING_VIRTUAL;
+                } else if (strcmp(cfg->addressing, "auto") == 0) {
+                        st->store.addressing = CAIRN_S3_ADDRESSING_AUTO;
+                } else {
+                        cairn_err("invalid addressing '%s': expected path, virtual or auto",
+                                  cfg->addressing);
+                        return -EINVAL;
+                }
+                s3_opt = "addressing";
+        }
+        if (cfg->anonymous) {
+                st->store.anonymous = true;
+                s3_opt = "anonymous";
+        }
+        if (cfg->ca_file) {
+                /* Checked now: curl would only say so at the first connection, to syslog. */
+                if (cfg->ca_file[0] == '\0' || access(cfg->ca_file, R_OK) < 0) {
+                        cairn_err("cannot read ca_file '%s': %s", cfg->ca_file,
+                                  cfg->ca_file[0] ? strerror(errno) : "empty path");
+                        return -EINVAL;
+                }
+                r = absolute_path(cfg->ca_file, &st->ca_file);
+                if (r < 0) {
+                        cairn_err("invalid ca_file '%s': %s", cfg->ca_file, strerror(-r));
+                        return r;
+                }
+                st->store.ca_file = st->ca_file;
+                remote_opt = "ca_file";
+        }
+        if (cfg->insecure) {
+                st->store.insecure = true;
+                remote_opt = "insecure";
+        }
+        /* An option the store would ignore is a mistake worth hearing about. */
+        if (s3_opt && !url_is_s3(st->store_url)) {
+                cairn_err("option '%s' applies to s3:// stores only, not to '%s'", s3_opt,
+                          st->store_url);
+                return -EINVAL;
+        }
+        if (remote_opt && !url_is_remote(st->store_url)) {
+                cairn_err("option '%s' applies to http://, https:// and s3:// stores only, "
+                          "not to '%s'",
+                          remote_opt, st->store_url);
+                return -EINVAL;
+        }
+
+        if (cfg->cache_dir) {
+                if (cfg->cache_dir[0] == '\0') {
+                        cairn_err("invalid cache_dir '': expected a directory");
+                        return -EINVAL;
+                }
+                r = absolute_path(cfg->cache_dir, &st->cache_dir);
+        } else {
+                r = cairn_cache_default_dir(default_cache, sizeof(default_cache));
+                if (r < 0) {
+                        cairn_err("cannot find a default cache directory: %s (use -o "
+                                  "cache_dir=DIR)",
+                                  strerror(-r));
+                        return r;
+                }
+                r = absolute_path(default_cache, &st->cache_dir);
+        }
+        if (r < 0) {
+                cairn_err("invalid cache_dir '%s': %s", cfg->cache_dir ? cfg->cache_dir : "",
+                          strerror(-r));
+                return r;
+        }
+        st->volume.cache_dir = st->cache_dir;
+        return 0;
+}
+
 /* "cannot open 'REF': reason" is the one line a failed mount prints. */
-static int open_volume(const char *store_url, const char *ref_str, const char *cache_dir,
-                       size_t memory_limit, struct cairn_store **ret_store,
+static int open_volume(const struct cairnfs_settings *st, struct cairn_store **ret_store,
                        struct cairn_volume **ret_vol)
 {
-        struct cairn_volume_options vopts = {.cache_dir = cache_dir, .memory_limit = memory_limit};
         struct cairn_store *store = NULL;
         struct cairn_volume *vol = NULL;
         struct cairn_ref ref;
         char errbuf[512] = "";
         int r;
 
-        r = cairn_ref_parse(ref_str, &ref);
+        r = cairn_ref_parse(st->ref, &ref);
         if (r < 0) {
                 cairn_err("cannot open '%s': invalid reference (expected NAME:TAG or "
                           "NAME@sha256:HEX)",
-                          ref_str);
+                          st->ref);
                 return r;
         }
-        r = cairn_store_open(store_url, false, &store);
+        r = cairn_store_open_with(st->store_url, &st->store, &store, errbuf, sizeof(errbuf));
         if (r < 0) {
-                cairn_err("cannot open '%s': store '%s': %s", ref_str, store_url, strerror(-r));
+                if (errbuf[0])
+                        cairn_err("cannot open '%s': %s", st->ref, errbuf);
+                else
+                        cairn_err("cannot open '%s': store '%s': %s", st->ref, st->store_url,
+                                  strerror(-r));
                 return r;
         }
-        r = cairn_volume_open(store, &ref, &vopts, &vol, errbuf, sizeof(errbuf));
+        r = cairn_volume_open(store, &ref, &st->volume, &vol, errbuf, sizeof(errbuf));
         if (r < 0) {
-                cairn_err("cannot open '%s': %s", ref_str, errbuf[0] ? errbuf : strerror(-r));
+                cairn_err("cannot open '%s': %s", st->ref, errbuf[0] ? errbuf : strerror(-r));
                 cairn_store_free(store);
                 return r;
         }
@@ -418,21 +755,108 @@ static int open_volume(const char *store_url, const char *ref_str, const char *c
         return 0;
 }
 
+/*
+ * Forks the daemon.  The parent never returns: it waits until the daemon
+ * reports through the pipe (daemon_ready()) and exits with the status it
+ * reports, or with EXIT_MOUNT_FAILED if the daemon dies first (it has then
+ * said why on the stderr they share).  The daemon gets the pipe's write end.
+ */
+static int daemon_start(int *ret_notify_fd)
+{
+        unsigned char status = EXIT_MOUNT_FAILED;
+        int fds[2];
+        ssize_t n;
+        pid_t pid;
+
+        if (pipe2(fds, O_CLOEXEC) < 0)
+                return -errno;
+        /* Nothing buffered may be written twice. */
+        fflush(stdout);
+        fflush(stderr);
+        pid = fork();
+        if (pid < 0) {
+                int r = -errno;
+
+                close(fds[0]);
+                close(fds[1]);
+                return r;
+        }
+        if (pid == 0) {
+                close(fds[0]);
+                /* Our own session: the caller's terminal hanging up must not stop us. */
+                setsid();
+                *ret_notify_fd = fds[1];
+                return 0;
+        }
+        close(fds[1]);
+        do {
+                n = read(fds[0], &status, 1);
+        } while (n < 0 && errno == EINTR);
+        if (n != 1)
+                status = EXIT_MOUNT_FAILED;
+        _exit(status);
+}
+
+/*
+ * The daemon is serving: let go of the caller's working directory and
+ * terminal (so that `x=$(cairnfs ...)` returns), then release the parent
+ * with status 0.
+ */
+static int daemon_ready(int *notify_fd)
+{
+        unsigned char status = EXIT_SUCCESS;
+        int fd, r = 0;
+
+        if (chdir("/") < 0)
+                r = -errno;
+        fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (fd < 0) {
+                r = -errno;
+        } else {
+                if (dup2(fd, STDIN_FILENO) < 0 || dup2(fd, STDOUT_FILENO) < 0 ||
+                    dup2(fd, STDERR_FILENO) < 0)
+                        r = -errno;
+                if (fd > STDERR_FILENO)
+                        close(fd);
+        }
+        if (r < 0)
+                return r;
+        if (write(*notify_fd, &status, 1) != 1)
+                r = -errno;
+        close(*notify_fd);
+        *notify_fd = -1;
+        return r;
+}
+
+static void config_release(struct cairnfs_config *cfg)
+{
+        free(cfg->source);
+        free(cfg->cache_dir);
+        free(cfg->memory_limit);
+        free(cfg->cache_size);
+        free(cfg->cache_min_free);
+        free(cfg->endpoint);
+        free(cfg->region);
+        free(cfg->aws_profile);
+        free(cfg->addressing);
+        free(cfg->ca_file);
+        free(cfg->connections);
+        free(cfg->deadline);
+}
+
 int main(int argc, char *argv[])
 {
         struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
         struct cairnfs_config cfg = {0};
+        struct cairnfs_settings settings = {0};
         struct fuse_cmdline_opts fopts = {0};
         struct fuse_loop_config *loop_cfg = NULL;
         struct fuse_session *se = NULL;
         struct cairn_store *store = NULL;
         struct cairnfs fs = {0};
-        char *store_url = NULL, *cache_dir = NULL, *hash;
-        char default_cache[PATH_MAX], max_threads[32];
-        const char *ref_str;
-        size_t memory_limit = 0;
+        char max_threads[32];
         bool mounted = false, handlers = false;
-        int ret = EXIT_USAGE, r;
+        int ret = EXIT_USAGE, notify_fd = -1, r;
 
         cairn_log_set_program("cairnfs");
         fuse_set_log_func(fuse_log_sink);
@@ -465,51 +889,8 @@ int main(int argc, char *argv[])
         }
         if (fopts.debug)
                 cairn_log_set_level(LOG_DEBUG);
-
-        hash = strrchr(cfg.source, '#');
-        if (!hash || hash == cfg.source || hash[1] == '\0') {
-                cairn_err("invalid source '%s': expected STORE#REF", cfg.source);
+        if (resolve_settings(&cfg, &settings) < 0)
                 goto out;
-        }
-        ref_str = hash + 1;
-        *hash = '\0';
-        r = absolute_path(cfg.source, &store_url);
-        *hash = '#';
-        if (r < 0) {
-                cairn_err("invalid store '%.*s': %s", (int)(hash - cfg.source), cfg.source,
-                          strerror(-r));
-                goto out;
-        }
-
-        if (cfg.memory_limit) {
-                r = parse_size(cfg.memory_limit, &memory_limit);
-                if (r < 0 || memory_limit == 0) {
-                        cairn_err("invalid memory_limit '%s': expected a size like 64M",
-                                  cfg.memory_limit);
-                        goto out;
-                }
-        }
-        if (cfg.cache_dir) {
-                if (cfg.cache_dir[0] == '\0') {
-                        cairn_err("invalid cache_dir '': expected a directory");
-                        goto out;
-                }
-                r = absolute_path(cfg.cache_dir, &cache_dir);
-        } else {
-                r = cairn_cache_default_dir(default_cache, sizeof(default_cache));
-                if (r < 0) {
-                        cairn_err("cannot find a default cache directory: %s (use -o "
-                                  "cache_dir=DIR)",
-                                  strerror(-r));
-                        goto out;
-                }
-                r = absolute_path(default_cache, &cache_dir);
-        }
-        if (r < 0) {
-                cairn_err("invalid cache_dir '%s': %s", cfg.cache_dir ? cfg.cache_dir : "",
-                          strerror(-r));
-                goto out;
-        }
 
         if (add_mount_options(&args, cfg.source) < 0) {
                 cairn_err("out of memory");
@@ -519,9 +900,20 @@ int main(int argc, char *argv[])
         se = fuse_session_new(&args, &cairnfs_ops, sizeof(cairnfs_ops), &fs);
         if (!se)
                 goto out;
+        if (settings.store.insecure)
+                cairn_warn("warning: TLS verification disabled (insecure): the server's "
+                           "certificate is not checked");
 
         ret = EXIT_MOUNT_FAILED;
-        if (open_volume(store_url, ref_str, cache_dir, memory_limit, &store, &fs.vol) < 0)
+        /* Before anything starts a thread: see the top of this file. */
+        if (!fopts.foreground) {
+                r = daemon_start(&notify_fd);
+                if (r < 0) {
+                        cairn_err("cannot start the daemon: %s", strerror(-r));
+                        goto out;
+                }
+        }
+        if (open_volume(&settings, &store, &fs.vol) < 0)
                 goto out;
         fs.man = cairn_volume_manifest(fs.vol);
         fs.inode_count = cairn_manifest_inode_count(fs.man);
@@ -532,22 +924,25 @@ int main(int argc, char *argv[])
         }
         handlers = true;
         if (fuse_session_mount(se, fopts.mountpoint) < 0) {
-                cairn_err("cannot mount '%s' on '%s'", ref_str, fopts.mountpoint);
+                cairn_err("cannot mount '%s' on '%s'", settings.ref, fopts.mountpoint);
                 goto out;
         }
         mounted = true;
         raise_readahead(fopts.mountpoint);
 
         /* The parent exits 0 here, with the mount in place. */
-        if (fuse_daemonize(fopts.foreground) < 0) {
-                cairn_err("cannot daemonize");
-                goto out;
-        }
         if (!fopts.foreground) {
+                r = daemon_ready(&notify_fd);
+                if (r < 0) {
+                        cairn_err("cannot detach: %s", strerror(-r));
+                        goto out;
+                }
                 openlog("cairnfs", LOG_PID, LOG_DAEMON);
                 cairn_log_set_func(syslog_sink);
         }
         cairn_info("mounted '%s' on '%s'", cfg.source, fopts.mountpoint);
+        if (settings.store.insecure)
+                cairn_warn("TLS verification is disabled for '%s' (insecure)", cfg.source);
 
         if (fopts.singlethread) {
                 r = fuse_session_loop(se);
@@ -580,18 +975,27 @@ out:
                 fuse_session_unmount(se);
         if (handlers)
                 fuse_remove_signal_handlers(se);
+        /*
+         * The volume goes first: freeing it completes the reads still queued
+         * in its reader pool, and their replies need the session.
+         */
+        cairn_volume_free(fs.vol);
         if (se)
                 fuse_session_destroy(se);
         fuse_loop_cfg_destroy(loop_cfg);
-        cairn_volume_free(fs.vol);
         cairn_store_free(store);
         free(fopts.mountpoint);
         fuse_opt_free_args(&args);
-        free(cfg.source);
-        free(cfg.cache_dir);
-        free(cfg.memory_limit);
-        free(store_url);
-        free(cache_dir);
+        settings_release(&settings);
+        config_release(&cfg);
         closelog();
+        if (notify_fd >= 0) {
+                /* The parent is still waiting: it exits with our status. */
+                unsigned char status = (unsigned char)ret;
+
+                if (write(notify_fd, &status, 1) < 0)
+                        ret = EXIT_MOUNT_FAILED;
+                close(notify_fd);
+        }
         return ret;
 }

@@ -306,18 +306,41 @@ fail:
         reply_err(req, r);
 }
 
+/* A read in flight: the reply goes out from whichever thread completes it. */
+struct read_op {
+        fuse_req_t req;
+        struct cairnfs *fs;
+        uint32_t index;
+        uint64_t off;
+        size_t size;
+        uint8_t buf[];
+};
+
+static void read_done(void *ctx, ssize_t n)
+{
+        struct read_op *op = ctx;
+        if (n >= 0) {
+                fuse_reply_buf(op->req, (const char *)op->buf, (size_t)n);
+        } else {
+                if (n == -EIO)
+                        log_read_error(op->fs, op->index, op->off, op->size, (int)n);
+                reply_err(op->req, n == -ECANCELED ? -EIO : (int)n);
+        }
+        free(op);
+}
+
 /*
- * Synchronous for now: the worker waits for the volume, which may fetch.
- * The kernel never asks for more than max_read, and the cap bounds the
- * buffer even if it did.
+ * Reads never make a FUSE worker wait on the network: data already in
+ * memory is answered on the spot, anything else is handed to the volume's
+ * reader pool, which replies when the chunks arrive.  The kernel never
+ * asks for more than max_read, and the cap bounds the buffer even if it
+ * did.
  */
 static void cairnfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                          struct fuse_file_info *fi)
 {
         struct cairnfs *fs = req_fs(req);
         uint32_t index;
-        void *buf = NULL;
-        ssize_t n;
         int r;
 
         (void)fi;
@@ -328,23 +351,20 @@ static void cairnfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                 r = -EINVAL;
                 goto fail;
         }
-        buf = malloc(size ? size : 1);
-        if (!buf) {
+        struct read_op *op = malloc(sizeof(*op) + (size ? size : 1));
+        if (!op) {
                 r = -ENOMEM;
                 goto fail;
         }
-        n = cairn_volume_read(fs->vol, index, (uint64_t)off, size, buf);
-        if (n < 0) {
-                r = (int)n;
-                if (r == -EIO)
-                        log_read_error(fs, index, (uint64_t)off, size, r);
+        *op = (struct read_op){.req = req, .fs = fs, .index = index, .off = (uint64_t)off,
+                               .size = size};
+        r = cairn_volume_read_async(fs->vol, index, (uint64_t)off, size, op->buf, read_done, op);
+        if (r < 0) {
+                free(op);
                 goto fail;
         }
-        fuse_reply_buf(req, buf, (size_t)n);
-        free(buf);
         return;
 fail:
-        free(buf);
         reply_err(req, r);
 }
 

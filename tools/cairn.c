@@ -22,7 +22,8 @@
 #endif
 
 static const struct cli_command *const commands[] = {
-    &cli_cmd_build, &cli_cmd_mount, &cli_cmd_umount, &cli_cmd_inspect, &cli_cmd_verify,
+    &cli_cmd_build,   &cli_cmd_mount,  &cli_cmd_umount,
+    &cli_cmd_inspect, &cli_cmd_verify, &cli_cmd_cache, &cli_cmd_warm,
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -52,7 +53,9 @@ static void main_help(FILE *out)
               "  -h, --help      Show this help and exit\n"
               "  -V, --version   Show the version and exit\n"
               "\n"
-              "A STORE is a directory given as a plain path or as file:///abs/path.\n"
+              "A STORE is a directory (a plain path or file:///abs/path), an HTTP(S)\n"
+              "server serving one (http://HOST/PATH, https://..., read-only), or an S3\n"
+              "bucket (s3://BUCKET/PREFIX).\n"
               "A REF is NAME:TAG (looked up in the store) or NAME@sha256:<64 hex>.\n"
               "\n"
               "Exit status:\n"

@@ -7,6 +7,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <getopt.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -181,24 +182,243 @@ int cli_parse_ref(const char *s, struct cairn_ref *ret_ref)
         return r;
 }
 
-int cli_open_store(const char *url, bool create, struct cairn_store **ret_store)
+void cli_store_args_init(struct cli_store_args *args)
 {
+        *args = (struct cli_store_args){.opts = {.addressing = CAIRN_S3_ADDRESSING_AUTO}};
+}
+
+/* "http[s]://HOST[:PORT][/]": no path, no query, and no user info (a secret in argv). */
+static bool endpoint_valid(const char *s)
+{
+        size_t scheme;
+
+        if (strncmp(s, "http://", 7) == 0)
+                scheme = 7;
+        else if (strncmp(s, "https://", 8) == 0)
+                scheme = 8;
+        else
+                return false;
+        s += scheme;
+        if (*s == '\0' || *s == '/' || *s == ':' || strlen(s) > 512)
+                return false;
+        for (; *s; s++) {
+                unsigned char ch = (unsigned char)*s;
+
+                if (ch <= ' ' || ch >= 0x7f || ch == '@' || ch == '?' || ch == '#' ||
+                    (ch == '/' && s[1] != '\0'))
+                        return false;
+        }
+        return true;
+}
+
+/* AWS region names: letters, digits, '-' and '_' (the library checks the same). */
+static bool region_valid(const char *s)
+{
+        size_t n = strlen(s);
+
+        if (n == 0 || n > 64)
+                return false;
+        for (; *s; s++)
+                if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_')
+                        return false;
+        return true;
+}
+
+/* A profile is a section name of the AWS shared files: printable, no brackets. */
+static bool profile_valid(const char *s)
+{
+        size_t n = strlen(s);
+
+        if (n == 0 || n > 128)
+                return false;
+        for (; *s; s++)
+                if (!isprint((unsigned char)*s) || *s == '[' || *s == ']')
+                        return false;
+        return true;
+}
+
+int cli_store_parse_option(struct cli_store_args *args, int c, const char *arg)
+{
+        struct cairn_store_options *o = &args->opts;
+        uint64_t v;
+
+        switch (c) {
+        case CLI_OPT_ENDPOINT:
+                /* Not echoed: the part before '@' would be a secret, and stderr gets logged. */
+                if (strchr(arg, '@')) {
+                        cli_usage_error("invalid --endpoint: credentials do not belong in the "
+                                        "URL (use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)");
+                        return -EINVAL;
+                }
+                if (!endpoint_valid(arg)) {
+                        cli_usage_error("invalid --endpoint '%s': expected http[s]://HOST[:PORT] "
+                                        "(credentials come from the environment, never the URL)",
+                                        arg);
+                        return -EINVAL;
+                }
+                o->endpoint = arg;
+                args->s3_flag = "--endpoint";
+                return 1;
+        case CLI_OPT_REGION:
+                if (!region_valid(arg)) {
+                        cli_usage_error("invalid --region '%s': expected a name like us-east-1",
+                                        arg);
+                        return -EINVAL;
+                }
+                o->region = arg;
+                args->s3_flag = "--region";
+                return 1;
+        case CLI_OPT_PROFILE:
+                if (!profile_valid(arg)) {
+                        cli_usage_error("invalid --aws-profile '%s': expected a profile of "
+                                        "the AWS config files",
+                                        arg);
+                        return -EINVAL;
+                }
+                o->profile = arg;
+                args->s3_flag = "--aws-profile";
+                return 1;
+        case CLI_OPT_PATH_STYLE:
+        case CLI_OPT_VIRTUAL_HOSTED: {
+                enum cairn_s3_addressing want = c == CLI_OPT_PATH_STYLE
+                                                    ? CAIRN_S3_ADDRESSING_PATH
+                                                    : CAIRN_S3_ADDRESSING_VIRTUAL;
+
+                if (o->addressing != CAIRN_S3_ADDRESSING_AUTO && o->addressing != want) {
+                        cli_usage_error("--path-style and --virtual-hosted exclude each other");
+                        return -EINVAL;
+                }
+                o->addressing = want;
+                args->s3_flag = c == CLI_OPT_PATH_STYLE ? "--path-style" : "--virtual-hosted";
+                return 1;
+        }
+        case CLI_OPT_ANONYMOUS:
+                o->anonymous = true;
+                args->s3_flag = "--anonymous";
+                return 1;
+        case CLI_OPT_CA_FILE:
+                /* Checked now: curl would only say so at the first connection, less clearly. */
+                if (arg[0] == '\0' || access(arg, R_OK) < 0) {
+                        cli_usage_error("cannot read --ca-file '%s': %s", arg,
+                                        arg[0] ? strerror(errno) : "empty path");
+                        return -EINVAL;
+                }
+                o->ca_file = arg;
+                args->remote_flag = "--ca-file";
+                return 1;
+        case CLI_OPT_INSECURE:
+                o->insecure = true;
+                args->remote_flag = "--insecure";
+                return 1;
+        case CLI_OPT_CONNECTIONS:
+                if (cli_parse_uint(arg, 1, CLI_CONNECTIONS_MAX, &v) < 0) {
+                        cli_usage_error("invalid --connections '%s': expected 1..%u", arg,
+                                        CLI_CONNECTIONS_MAX);
+                        return -EINVAL;
+                }
+                o->max_connections = (unsigned)v;
+                args->remote_flag = "--connections";
+                return 1;
+        case CLI_OPT_DEADLINE:
+                if (cli_parse_uint(arg, 1, CLI_DEADLINE_MAX_S, &v) < 0) {
+                        cli_usage_error("invalid --deadline '%s': expected whole seconds, 1..%u",
+                                        arg, CLI_DEADLINE_MAX_S);
+                        return -EINVAL;
+                }
+                o->deadline_ms = (unsigned)v * 1000u;
+                return 1;
+        default:
+                return 0;
+        }
+}
+
+void cli_store_help(FILE *out)
+{
+        fputs("Store options (http://, https:// and s3:// stores):\n"
+              "      --endpoint URL      S3 endpoint, http[s]://HOST[:PORT] (default:\n"
+              "                          AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the profile,\n"
+              "                          else AWS)\n"
+              "      --region REGION     S3 region (default: AWS_REGION, AWS_DEFAULT_REGION,\n"
+              "                          the profile, else us-east-1)\n"
+              "      --aws-profile NAME  Profile of the AWS config and credentials files\n"
+              "                          (default: AWS_PROFILE, else \"default\")\n"
+              "      --path-style        S3 path-style URLs (default for custom endpoints)\n"
+              "      --virtual-hosted    S3 virtual-hosted URLs (default for AWS)\n"
+              "      --anonymous         Never sign S3 requests, even with credentials set\n"
+              "      --ca-file PATH      Trust the CA certificates in PATH for https\n"
+              "      --insecure          Do not verify TLS certificates (warns; testing only)\n"
+              "      --connections N     Parallel connections per host, 1..256 (default 8)\n"
+              "      --deadline SECONDS  A read that takes longer fails (default 30)\n"
+              "\n"
+              "S3 credentials are never options: they come from the --aws-profile given,\n"
+              "else AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN,\n"
+              "else the profile AWS_PROFILE (or \"default\") in ~/.aws/credentials and\n"
+              "~/.aws/config; without any, requests are unsigned.\n",
+              out);
+}
+
+static bool url_is_s3(const char *url)
+{
+        return strncmp(url, "s3://", 5) == 0;
+}
+
+static bool url_is_remote(const char *url)
+{
+        return url_is_s3(url) || strncmp(url, "http://", 7) == 0 ||
+               strncmp(url, "https://", 8) == 0;
+}
+
+int cli_store_check(const char *url, const struct cli_store_args *args)
+{
+        if (!args)
+                return 0;
+        if (args->s3_flag && !url_is_s3(url)) {
+                cli_usage_error("%s applies to s3:// stores only, not to '%s'", args->s3_flag, url);
+                return -EINVAL;
+        }
+        if (args->remote_flag && !url_is_remote(url)) {
+                cli_usage_error("%s applies to http://, https:// and s3:// stores only, not to "
+                                "'%s'",
+                                args->remote_flag, url);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+int cli_open_store(const char *url, const struct cli_store_args *args, bool create,
+                   struct cairn_store **ret_store)
+{
+        struct cairn_store_options opts = {0};
+        char errbuf[512] = "";
         int r;
 
-        r = cairn_store_open(url, create, ret_store);
-        if (r < 0)
-                cli_error("cannot open store '%s': %s", url, strerror(-r));
+        if (args)
+                opts = args->opts;
+        opts.create = create;
+        if (opts.insecure)
+                cli_error("warning: TLS verification disabled (--insecure): the server's "
+                          "certificate is not checked");
+        r = cairn_store_open_with(url, &opts, ret_store, errbuf, sizeof(errbuf));
+        if (r >= 0)
+                return r;
+        /* The store's reason may already name the store; don't say it twice. */
+        if (strncmp(errbuf, "cannot open store", 17) == 0)
+                cli_error("%s", errbuf);
+        else
+                cli_error("cannot open store '%s': %s", url, errbuf[0] ? errbuf : strerror(-r));
         return r;
 }
 
 int cli_open_volume(struct cairn_store *store, const struct cairn_ref *ref,
-                    struct cairn_volume **ret_volume)
+                    const struct cli_store_args *args, struct cairn_volume **ret_volume)
 {
         struct cairn_volume_options opts = {.cache_dir = NULL};
         char name[CAIRN_REF_NAME_MAX + CAIRN_DIGEST_STR_SIZE + 8];
         char errbuf[512] = "";
         int r;
 
+        if (args)
+                opts.deadline_ms = args->opts.deadline_ms;
         r = cairn_volume_open(store, ref, &opts, ret_volume, errbuf, sizeof(errbuf));
         if (r < 0) {
                 if (cairn_ref_format(ref, name, sizeof(name)) < 0)
@@ -258,6 +478,22 @@ int cli_escape(const char *s, char **ret_escaped)
         *p = '\0';
         *ret_escaped = out;
         return 0;
+}
+
+void cli_json_string(const char *s)
+{
+        putchar('"');
+        for (; *s; s++) {
+                unsigned char ch = (unsigned char)*s;
+
+                if (ch == '"' || ch == '\\')
+                        printf("\\%c", ch);
+                else if (ch < 0x20 || ch == 0x7f)
+                        printf("\\u%04x", ch);
+                else
+                        putchar(ch);
+        }
+        putchar('"');
 }
 
 unsigned cli_cpu_count(void)

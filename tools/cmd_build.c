@@ -55,7 +55,10 @@ static void build_help(FILE *out)
               "SIZE takes a K, M or G suffix (powers of 1024).  When only --chunk-avg\n"
               "is given, min and max default to a quarter and four times it.  Chunk\n"
               "sizes must satisfy 64 <= min < avg < max <= 64M.\n"
-              "\n"
+              "\n",
+              out);
+        cli_store_help(out);
+        fputs("\n"
               "Exit status: 0 success, 1 failure, 2 usage error.\n",
               out);
 }
@@ -173,8 +176,10 @@ static int build_run(int argc, char **argv)
             {"threads", required_argument, NULL, 'j'},
             {"quiet", no_argument, NULL, 'q'},
             {"help", no_argument, NULL, 'h'},
+            CLI_STORE_LONG_OPTIONS,
             {},
         };
+        struct cli_store_args store_args;
         struct cairn_build_options opts;
         struct cairn_build_result res;
         struct cairn_store *store = NULL;
@@ -186,6 +191,7 @@ static int build_run(int argc, char **argv)
         int c, r, ret = CLI_EXIT_FAILURE;
 
         cairn_build_options_init(&opts);
+        cli_store_args_init(&store_args);
         opterr = 0;
         while ((c = getopt_long(argc, argv, ":s:t:b:j:qh", options, NULL)) != -1) {
                 switch (c) {
@@ -233,7 +239,12 @@ static int build_run(int argc, char **argv)
                         build_help(stdout);
                         return CLI_EXIT_OK;
                 default:
-                        return cli_getopt_error(c, argv);
+                        r = cli_store_parse_option(&store_args, c, optarg);
+                        if (r < 0)
+                                return CLI_EXIT_USAGE;
+                        if (r == 0)
+                                return cli_getopt_error(c, argv);
+                        break;
                 }
         }
 
@@ -249,6 +260,8 @@ static int build_run(int argc, char **argv)
         if (parse_tag(tag_arg, &tag_ref) < 0)
                 return CLI_EXIT_USAGE;
         if (base && cli_parse_ref(base, &base_ref) < 0)
+                return CLI_EXIT_USAGE;
+        if (cli_store_check(store_url, &store_args) < 0)
                 return CLI_EXIT_USAGE;
 
         /* Only an average given: scale min and max with it, as the defaults do. */
@@ -268,7 +281,7 @@ static int build_run(int argc, char **argv)
 
         if (check_src_dir(src) < 0)
                 goto out;
-        if (cli_open_store(store_url, true, &store) < 0)
+        if (cli_open_store(store_url, &store_args, true, &store) < 0)
                 goto out;
 
         opts.src_dir = src;

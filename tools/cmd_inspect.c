@@ -37,7 +37,10 @@ static void inspect_help(FILE *out)
               "  -b, --base REF      Compare with this volume (dedup figures)\n"
               "      --json          Print one JSON object with raw integers\n"
               "  -h, --help          Show this help\n"
-              "\n"
+              "\n",
+              out);
+        cli_store_help(out);
+        fputs("\n"
               "Exit status: 0 success, 1 failure, 2 usage error.\n",
               out);
 }
@@ -54,22 +57,6 @@ struct inspect_report {
         uint64_t new_chunks, new_bytes; /* distinct chunks (stored bytes) not in the base */
 };
 
-static void json_string(const char *s)
-{
-        putchar('"');
-        for (; *s; s++) {
-                unsigned char ch = (unsigned char)*s;
-
-                if (ch == '"' || ch == '\\')
-                        printf("\\%c", ch);
-                else if (ch < 0x20)
-                        printf("\\u%04x", ch);
-                else
-                        putchar(ch);
-        }
-        putchar('"');
-}
-
 static void json_field_u64(const char *key, uint64_t v, bool last)
 {
         printf("  \"%s\": %" PRIu64 "%s\n", key, v, last ? "" : ",");
@@ -78,7 +65,7 @@ static void json_field_u64(const char *key, uint64_t v, bool last)
 static void json_field_str(const char *key, const char *v)
 {
         printf("  \"%s\": ", key);
-        json_string(v);
+        cli_json_string(v);
         fputs(",\n", stdout);
 }
 
@@ -179,9 +166,11 @@ static int inspect_run(int argc, char **argv)
             {"base", required_argument, NULL, 'b'},
             {"json", no_argument, NULL, OPT_JSON},
             {"help", no_argument, NULL, 'h'},
+            CLI_STORE_LONG_OPTIONS,
             {},
         };
         const char *store_url = NULL, *base_arg = NULL;
+        struct cli_store_args store_args;
         struct cairn_volume *vol = NULL, *base_vol = NULL;
         const struct cairn_manifest *m, *base_m = NULL;
         struct cairn_store *store = NULL;
@@ -190,6 +179,7 @@ static int inspect_run(int argc, char **argv)
         bool json = false;
         int c, r, ret = CLI_EXIT_FAILURE;
 
+        cli_store_args_init(&store_args);
         opterr = 0;
         while ((c = getopt_long(argc, argv, ":s:b:h", options, NULL)) != -1) {
                 switch (c) {
@@ -206,7 +196,12 @@ static int inspect_run(int argc, char **argv)
                         inspect_help(stdout);
                         return CLI_EXIT_OK;
                 default:
-                        return cli_getopt_error(c, argv);
+                        r = cli_store_parse_option(&store_args, c, optarg);
+                        if (r < 0)
+                                return CLI_EXIT_USAGE;
+                        if (r == 0)
+                                return cli_getopt_error(c, argv);
+                        break;
                 }
         }
         if (optind >= argc)
@@ -219,13 +214,15 @@ static int inspect_run(int argc, char **argv)
                 return CLI_EXIT_USAGE;
         if (base_arg && cli_parse_ref(base_arg, &base_ref) < 0)
                 return CLI_EXIT_USAGE;
+        if (cli_store_check(store_url, &store_args) < 0)
+                return CLI_EXIT_USAGE;
 
-        if (cli_open_store(store_url, false, &store) < 0)
+        if (cli_open_store(store_url, &store_args, false, &store) < 0)
                 goto out;
-        if (cli_open_volume(store, &ref, &vol) < 0)
+        if (cli_open_volume(store, &ref, &store_args, &vol) < 0)
                 goto out;
         if (base_arg) {
-                if (cli_open_volume(store, &base_ref, &base_vol) < 0)
+                if (cli_open_volume(store, &base_ref, &store_args, &base_vol) < 0)
                         goto out;
                 base_m = cairn_volume_manifest(base_vol);
         }

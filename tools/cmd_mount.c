@@ -4,7 +4,9 @@
  *
  * Mounting is cairnfs's job; this front only checks the arguments, spells
  * them the way mount(8) and fstab would ("STORE#REF MOUNTPOINT -o ..."), and
- * runs the cairnfs that was installed next to this binary.  cairnfs forks
+ * runs the cairnfs that was installed next to this binary.  Store flags
+ * and cache limits become cairnfs -o options; credentials never do: they
+ * stay in the environment, which cairnfs inherits.  cairnfs forks
  * into the background only once the mount is live, so its exit status is
  * the answer to "is it mounted" and becomes ours.  With --foreground the
  * process is replaced by cairnfs, so that signals and the terminal reach
@@ -33,8 +35,12 @@
 extern char **environ;
 
 enum {
-        OPT_MEMORY_LIMIT = 0x100,
+        OPT_CACHE_SIZE = 0x100,
+        OPT_CACHE_MIN_FREE,
 };
+
+/* The free-space floor the chunk cache accepts (include/cairn/cache.h). */
+#define CACHE_MIN_FREE_MAX 90u
 
 static void mount_help(FILE *out)
 {
@@ -46,17 +52,28 @@ static void mount_help(FILE *out)
               "cairnfs then keeps running in the background.\n"
               "\n"
               "Options:\n"
-              "  -s, --store STORE        Store holding the volume\n"
-              "  -c, --cache-dir DIR      Chunk cache (default: /var/cache/cairn for root,\n"
-              "                           $XDG_CACHE_HOME/cairn otherwise)\n"
-              "  -m, --memory-limit SIZE  Memory for decoded chunks (K, M, G suffixes)\n"
-              "  -o OPTS                  More comma-separated cairnfs/FUSE mount options\n"
-              "  -f, --foreground         Run cairnfs in the foreground (Ctrl-C unmounts)\n"
-              "  -h, --help               Show this help\n"
+              "  -s, --store STORE          Store holding the volume\n"
+              "  -c, --cache-dir DIR        Chunk cache (default: /var/cache/cairn for root,\n"
+              "                             $XDG_CACHE_HOME/cairn otherwise)\n"
+              "      --cache-size SIZE      Most the chunk cache may hold, shared by every\n"
+              "                             user of DIR (default: no limit)\n"
+              "      --cache-min-free PCT   Keep PCT% of the cache's filesystem free,\n"
+              "                             1..90 (default 10)\n"
+              "  -m, --memory-limit SIZE    Memory for decoded chunks (default 64M)\n"
+              "  -o OPTS                    More comma-separated cairnfs/FUSE mount options\n"
+              "  -f, --foreground           Run cairnfs in the foreground (Ctrl-C unmounts)\n"
+              "  -h, --help                 Show this help\n"
               "\n"
+              "SIZE takes a K, M, G or T suffix (powers of 1024).\n"
+              "\n",
+              out);
+        cli_store_help(out);
+        fputs("\n"
               "The same mount without this command:\n"
-              "  cairnfs 'STORE#REF' MOUNTPOINT -o cache_dir=DIR\n"
+              "  cairnfs 'STORE#REF' MOUNTPOINT -o cache_dir=DIR[,OPTION...]\n"
               "  mount -t fuse.cairnfs 'STORE#REF' MOUNTPOINT -o ro,cache_dir=DIR\n"
+              "Each option above has a cairnfs -o form (cairnfs --help); cairnfs gets\n"
+              "this process's environment, so the AWS variables reach it too.\n"
               "\n"
               "Exit status: 0 mounted, 1 failure, 2 usage error.\n",
               out);
@@ -107,20 +124,65 @@ static int opts_append(char **opts, const char *key, const char *value, bool esc
         return 0;
 }
 
-/* The -o string for cairnfs: our options first, the user's -o last. */
-static int mount_opts(const char *cache_dir, uint64_t memory_limit, const char *extra,
-                      char **ret_opts)
+/* What `cairn mount` hands to cairnfs as -o options. */
+struct mount_settings {
+        const char *cache_dir;   /* absolute */
+        uint64_t memory_limit;   /* 0: cairnfs's default */
+        uint64_t cache_size;     /* 0: no limit */
+        unsigned cache_min_free; /* 0: cairnfs's default */
+        const struct cli_store_args *store;
+        const char *ca_file; /* absolute; NULL: none */
+        const char *extra;   /* the user's -o, verbatim */
+};
+
+static int opts_append_u64(char **opts, const char *key, uint64_t value)
 {
-        char *opts = NULL, num[32];
+        char num[32];
+
+        snprintf(num, sizeof(num), "%llu", (unsigned long long)value);
+        return opts_append(opts, key, num, false);
+}
+
+/*
+ * The -o string for cairnfs: our options first, the user's -o last (so
+ * that theirs win).  Store settings only: credentials reach cairnfs through
+ * the environment it inherits, never through its argv.
+ */
+static int mount_opts(const struct mount_settings *m, char **ret_opts)
+{
+        const struct cairn_store_options *so = &m->store->opts;
+        char *opts = NULL;
         int r;
 
-        r = opts_append(&opts, "cache_dir=", cache_dir, true);
-        if (r >= 0 && memory_limit > 0) {
-                snprintf(num, sizeof(num), "%llu", (unsigned long long)memory_limit);
-                r = opts_append(&opts, "memory_limit=", num, false);
-        }
-        if (r >= 0 && extra)
-                r = opts_append(&opts, "", extra, false);
+        r = opts_append(&opts, "cache_dir=", m->cache_dir, true);
+        if (r >= 0 && m->memory_limit > 0)
+                r = opts_append_u64(&opts, "memory_limit=", m->memory_limit);
+        if (r >= 0 && m->cache_size > 0)
+                r = opts_append_u64(&opts, "cache_size=", m->cache_size);
+        if (r >= 0 && m->cache_min_free > 0)
+                r = opts_append_u64(&opts, "cache_min_free=", m->cache_min_free);
+        if (r >= 0 && so->endpoint)
+                r = opts_append(&opts, "endpoint=", so->endpoint, true);
+        if (r >= 0 && so->region)
+                r = opts_append(&opts, "region=", so->region, true);
+        if (r >= 0 && so->profile)
+                r = opts_append(&opts, "aws_profile=", so->profile, true);
+        if (r >= 0 && so->addressing == CAIRN_S3_ADDRESSING_PATH)
+                r = opts_append(&opts, "addressing=path", "", false);
+        if (r >= 0 && so->addressing == CAIRN_S3_ADDRESSING_VIRTUAL)
+                r = opts_append(&opts, "addressing=virtual", "", false);
+        if (r >= 0 && so->anonymous)
+                r = opts_append(&opts, "anonymous", "", false);
+        if (r >= 0 && m->ca_file)
+                r = opts_append(&opts, "ca_file=", m->ca_file, true);
+        if (r >= 0 && so->insecure)
+                r = opts_append(&opts, "insecure", "", false);
+        if (r >= 0 && so->max_connections > 0)
+                r = opts_append_u64(&opts, "connections=", so->max_connections);
+        if (r >= 0 && so->deadline_ms > 0)
+                r = opts_append_u64(&opts, "deadline=", so->deadline_ms / 1000);
+        if (r >= 0 && m->extra)
+                r = opts_append(&opts, "", m->extra, false);
         if (r < 0) {
                 free(opts);
                 return r;
@@ -194,21 +256,27 @@ static int mount_run(int argc, char **argv)
             {"store", required_argument, NULL, 's'},
             {"cache-dir", required_argument, NULL, 'c'},
             {"memory-limit", required_argument, NULL, 'm'},
+            {"cache-size", required_argument, NULL, OPT_CACHE_SIZE},
+            {"cache-min-free", required_argument, NULL, OPT_CACHE_MIN_FREE},
             {"foreground", no_argument, NULL, 'f'},
             {"help", no_argument, NULL, 'h'},
+            CLI_STORE_LONG_OPTIONS,
             {},
         };
         const char *store_url = NULL, *cache_arg = NULL, *ref_arg, *mp_arg;
         char *extra_opts = NULL, *opts = NULL, *store = NULL, *source = NULL;
-        char *cache_dir = NULL, *mountpoint = NULL, *cairnfs = NULL;
+        char *cache_dir = NULL, *mountpoint = NULL, *cairnfs = NULL, *ca_file = NULL;
         char default_cache[PATH_MAX];
         bool foreground = false, search_path;
-        uint64_t memory_limit = 0;
+        struct mount_settings settings = {0};
+        struct cli_store_args store_args;
+        uint64_t v;
         struct cairn_ref ref;
         struct stat st;
         char *args[8];
         int c, r, n = 0, status, ret = CLI_EXIT_FAILURE;
 
+        cli_store_args_init(&store_args);
         opterr = 0;
         while ((c = getopt_long(argc, argv, ":s:c:m:o:fh", options, NULL)) != -1) {
                 switch (c) {
@@ -219,13 +287,31 @@ static int mount_run(int argc, char **argv)
                         cache_arg = optarg;
                         break;
                 case 'm':
-                        if (cli_parse_size(optarg, SIZE_MAX, &memory_limit) < 0 ||
-                            memory_limit == 0) {
+                        if (cli_parse_size(optarg, SIZE_MAX, &settings.memory_limit) < 0 ||
+                            settings.memory_limit == 0) {
                                 ret = cli_usage_error("invalid --memory-limit '%s': expected a "
                                                       "size like 512M",
                                                       optarg);
                                 goto out;
                         }
+                        break;
+                case OPT_CACHE_SIZE:
+                        if (cli_parse_size(optarg, UINT64_MAX, &settings.cache_size) < 0 ||
+                            settings.cache_size == 0) {
+                                ret = cli_usage_error("invalid --cache-size '%s': expected a "
+                                                      "size like 10G",
+                                                      optarg);
+                                goto out;
+                        }
+                        break;
+                case OPT_CACHE_MIN_FREE:
+                        if (cli_parse_uint(optarg, 1, CACHE_MIN_FREE_MAX, &v) < 0) {
+                                ret = cli_usage_error("invalid --cache-min-free '%s': expected "
+                                                      "a percentage, 1..%u",
+                                                      optarg, CACHE_MIN_FREE_MAX);
+                                goto out;
+                        }
+                        settings.cache_min_free = (unsigned)v;
                         break;
                 case 'o':
                         if (optarg[0] == '\0')
@@ -243,8 +329,16 @@ static int mount_run(int argc, char **argv)
                         ret = CLI_EXIT_OK;
                         goto out;
                 default:
-                        ret = cli_getopt_error(c, argv);
-                        goto out;
+                        r = cli_store_parse_option(&store_args, c, optarg);
+                        if (r < 0) {
+                                ret = CLI_EXIT_USAGE;
+                                goto out;
+                        }
+                        if (r == 0) {
+                                ret = cli_getopt_error(c, argv);
+                                goto out;
+                        }
+                        break;
                 }
         }
         if (argc - optind < 2) {
@@ -262,6 +356,10 @@ static int mount_run(int argc, char **argv)
                 goto out;
         }
         if (cli_parse_ref(ref_arg, &ref) < 0) {
+                ret = CLI_EXIT_USAGE;
+                goto out;
+        }
+        if (cli_store_check(store_url, &store_args) < 0) {
                 ret = CLI_EXIT_USAGE;
                 goto out;
         }
@@ -295,7 +393,16 @@ static int mount_run(int argc, char **argv)
                 goto out;
         }
 
-        if (mount_opts(cache_dir, memory_limit, extra_opts, &opts) < 0) {
+        /* cairnfs runs from "/" once it detaches: a relative CA path would then miss. */
+        if (store_args.opts.ca_file && cli_absolute_path(store_args.opts.ca_file, &ca_file) < 0) {
+                cli_error("out of memory");
+                goto out;
+        }
+        settings.cache_dir = cache_dir;
+        settings.store = &store_args;
+        settings.ca_file = ca_file;
+        settings.extra = extra_opts;
+        if (mount_opts(&settings, &opts) < 0) {
                 cli_error("out of memory");
                 goto out;
         }
@@ -353,6 +460,7 @@ out:
         free(store);
         free(source);
         free(cache_dir);
+        free(ca_file);
         free(mountpoint);
         free(cairnfs);
         return ret;

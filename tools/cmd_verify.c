@@ -42,7 +42,10 @@ static void verify_help(FILE *out)
               "  -s, --store STORE   Store holding the volume\n"
               "  -j, --threads N     Parallel fetches (default: one per CPU)\n"
               "  -h, --help          Show this help\n"
-              "\n"
+              "\n",
+              out);
+        cli_store_help(out);
+        fputs("\n"
               "Exit status: 0 everything verified, 1 failure or damage found,\n"
               "2 usage error.\n",
               out);
@@ -351,8 +354,10 @@ static int verify_run(int argc, char **argv)
             {"store", required_argument, NULL, 's'},
             {"threads", required_argument, NULL, 'j'},
             {"help", no_argument, NULL, 'h'},
+            CLI_STORE_LONG_OPTIONS,
             {},
         };
+        struct cli_store_args store_args;
         struct verify_ctx ctx = {};
         const struct cairn_manifest *m;
         struct cairn_volume *vol = NULL;
@@ -365,6 +370,7 @@ static int verify_run(int argc, char **argv)
         int64_t bad_files = 0;
         int c, r, bad_blobs, ret = CLI_EXIT_FAILURE;
 
+        cli_store_args_init(&store_args);
         opterr = 0;
         while ((c = getopt_long(argc, argv, ":s:j:h", options, NULL)) != -1) {
                 switch (c) {
@@ -381,7 +387,12 @@ static int verify_run(int argc, char **argv)
                         verify_help(stdout);
                         return CLI_EXIT_OK;
                 default:
-                        return cli_getopt_error(c, argv);
+                        r = cli_store_parse_option(&store_args, c, optarg);
+                        if (r < 0)
+                                return CLI_EXIT_USAGE;
+                        if (r == 0)
+                                return cli_getopt_error(c, argv);
+                        break;
                 }
         }
         if (optind >= argc)
@@ -392,10 +403,12 @@ static int verify_run(int argc, char **argv)
                 return cli_usage_error("missing --store STORE");
         if (cli_parse_ref(argv[optind], &ref) < 0)
                 return CLI_EXIT_USAGE;
+        if (cli_store_check(store_url, &store_args) < 0)
+                return CLI_EXIT_USAGE;
 
-        if (cli_open_store(store_url, false, &store) < 0)
+        if (cli_open_store(store_url, &store_args, false, &store) < 0)
                 goto out;
-        if (cli_open_volume(store, &ref, &vol) < 0)
+        if (cli_open_volume(store, &ref, &store_args, &vol) < 0)
                 goto out;
         m = cairn_volume_manifest(vol);
 
