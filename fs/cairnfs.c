@@ -21,6 +21,7 @@
  * for the daemon's verdict and exits with it.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <fuse_opt.h>
 #include <limits.h>
@@ -860,6 +861,14 @@ int main(int argc, char *argv[])
 
         cairn_log_set_program("cairnfs");
         fuse_set_log_func(fuse_log_sink);
+        /*
+         * Chunk buffers are large and short-lived.  A fixed mmap threshold keeps
+         * every one of them out of the malloc arenas, so freeing one gives the
+         * memory back to the kernel: resident memory follows what the volume's
+         * budget holds, not the high-water mark of every thread's arena.
+         */
+        mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+        mallopt(M_ARENA_MAX, 4);
 
         if (fuse_opt_parse(&args, &cfg, cairnfs_opts, opt_proc) < 0)
                 goto out;

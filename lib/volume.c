@@ -782,10 +782,12 @@ static int batch_fetch(struct cairn_volume *vol, struct batch *b, uint64_t deadl
 
 /*
  * Loads a batch whose first entry was just created (pinned, LOADING): from
- * the on-disk cache, else from the store, extended over following chunks
- * when the store is remote.
+ * the on-disk cache, else from the store.  With extend (read-ahead, warm)
+ * and a remote store the request grows over the following chunks; a
+ * reader's own miss fetches only its chunk, so a random 4 KiB read pays
+ * for one chunk, not for a 16 MiB window it will not use.
  */
-static int chunk_fill(struct cairn_volume *vol, struct batch *b, uint64_t deadline)
+static int chunk_fill(struct cairn_volume *vol, struct batch *b, uint64_t deadline, bool extend)
 {
         struct mem_chunk *c = b->entries[0];
         if (vol->cache && cairn_cache_get(vol->cache, &c->id, c->data, c->size) == 0) {
@@ -795,7 +797,7 @@ static int chunk_fill(struct cairn_volume *vol, struct batch *b, uint64_t deadli
                 pthread_mutex_unlock(&vol->lock);
                 return 0;
         }
-        if (cairn_store_is_remote(vol->store)) {
+        if (extend && cairn_store_is_remote(vol->store)) {
                 pthread_mutex_lock(&vol->lock);
                 batch_extend_locked(vol, b);
                 pthread_mutex_unlock(&vol->lock);
@@ -864,7 +866,7 @@ static int chunk_acquire(struct cairn_volume *vol, uint64_t chunk, uint64_t dead
         b.entries[0] = c;
         pthread_mutex_unlock(&vol->lock);
 
-        r = chunk_fill(vol, &b, deadline);
+        r = chunk_fill(vol, &b, deadline, false);
         if (r < 0) {
                 chunk_release(vol, c);
                 return r;
@@ -956,7 +958,7 @@ static void *prefetch_main(void *arg)
                 struct batch b = {.first = idx, .n = 1, .entries = {c}};
                 pthread_mutex_unlock(&vol->lock);
                 /* Failures are not reported: the reader retries when it gets there. */
-                chunk_fill(vol, &b, now_ns() + vol->deadline_ns);
+                chunk_fill(vol, &b, now_ns() + vol->deadline_ns, true);
                 chunk_release(vol, c);
                 pthread_mutex_lock(&vol->lock);
         }

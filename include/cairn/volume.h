@@ -31,7 +31,7 @@ struct cairn_volume_options {
         unsigned cache_min_free_percent; /* free-space floor; 0: default (10%) */
 };
 
-#define CAIRN_VOLUME_MEMORY_DEFAULT (64u * 1024 * 1024)
+#define CAIRN_VOLUME_MEMORY_DEFAULT (128u * 1024 * 1024)
 #define CAIRN_VOLUME_DEADLINE_DEFAULT_MS 30000u
 #define CAIRN_VOLUME_COALESCE_DEFAULT (16u * 1024 * 1024)
 /* Refetches of a range whose bytes failed verification, within the deadline. */
