@@ -107,6 +107,8 @@ static int for_each_entry(struct cairn_cache *c,
                           void *ctx);
 static int count_entry(struct cairn_cache *c, const char *rel, const struct stat *st, void *ctx);
 
+static void scan_aux(struct cairn_cache *c, struct cairn_cache_stats *s, bool remove_stale);
+
 static int usage_open(struct cairn_cache *c)
 {
         struct stat st;
@@ -186,6 +188,17 @@ int cairn_cache_open_with(const char *dir, const struct cairn_cache_options *opt
         r = usage_open(c);
         if (r < 0)
                 goto fail;
+        if (c->max_bytes) {
+                /*
+                 * The limit is for the whole directory: the usage page and the
+                 * cached manifests count too, so chunk entries get what is left.
+                 */
+                struct cairn_cache_stats aux = {0};
+                scan_aux(c, &aux, false);
+                uint64_t fixed = USAGE_SIZE + ((aux.manifest_bytes + 4095) & ~(uint64_t)4095) +
+                                 aux.manifests * 4096;
+                c->max_bytes = c->max_bytes > fixed ? c->max_bytes - fixed : 1;
+        }
         *ret_cache = c;
         return 0;
 fail:

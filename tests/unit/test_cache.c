@@ -640,7 +640,8 @@ static void test_lru_evicts_least_recently_used(void **state)
         struct fixture *f = *state;
         struct cairn_cache *c = NULL;
         const size_t len = 4000;
-        struct cairn_cache_options o = {.max_bytes = 4 * cairn_cache_entry_bytes(len),
+        /* Room for exactly four entries besides the 4 KiB usage page. */
+        struct cairn_cache_options o = {.max_bytes = 4 * cairn_cache_entry_bytes(len) + 4096,
                                         .no_free_floor = true};
         uint8_t buf[4000];
         struct cairn_digest ids[5];
