@@ -39,6 +39,7 @@
 
 #include "cairn/cache.h"
 #include "cairn/log.h"
+#include "cairn/profile.h"
 #include "cairn/ref.h"
 #include "cairn/store.h"
 #include "cairn/volume.h"
@@ -83,6 +84,10 @@ struct cairnfs_config {
         char *ca_file;
         char *connections;
         char *deadline; /* seconds */
+        char *prefetch;         /* auto, all or none */
+        char *prefetch_profile; /* replay this profile file */
+        char *prefetch_rate;    /* bytes per second for prefetch=all */
+        char *record_profile;   /* record the first-read order here */
         bool anonymous;
         bool insecure;
         bool show_help;
@@ -120,6 +125,10 @@ static const struct fuse_opt cairnfs_opts[] = {
         VALUE_OPT(ca_file),
         VALUE_OPT(connections),
         VALUE_OPT(deadline),
+        VALUE_OPT(prefetch),
+        VALUE_OPT(prefetch_profile),
+        VALUE_OPT(prefetch_rate),
+        VALUE_OPT(record_profile),
         FUSE_OPT_KEY("anonymous", KEY_ANONYMOUS),
         FUSE_OPT_KEY("insecure", KEY_INSECURE),
         FUSE_OPT_KEY("-h", KEY_HELP),
@@ -159,9 +168,15 @@ static void usage(FILE *f)
               "  -o cache_size=SIZE    most the chunk cache may hold (default: no limit)\n"
               "  -o cache_min_free=PCT keep PCT% of the cache's filesystem free, 1..90\n"
               "                        (default: 10)\n"
-              "  -o memory_limit=SIZE  decoded chunks kept in memory (default: 64M)\n"
+              "  -o memory_limit=SIZE  decoded chunks kept in memory (default: 128M)\n"
               "  -o deadline=SECONDS   a read that takes longer fails with EIO, 1..3600\n"
               "                        (default: 30)\n"
+              "  -o prefetch=MODE      auto: replay the volume's stored access profile\n"
+              "                        (default); all: fetch the whole volume into the\n"
+              "                        cache in the background; none\n"
+              "  -o prefetch_rate=SIZE bytes per second for prefetch=all (default 256M)\n"
+              "  -o prefetch_profile=FILE  replay this recorded access profile\n"
+              "  -o record_profile=FILE    record the order chunks are first read\n"
               "  -o allow_other        let other users use the mount\n"
               "  -o ro                 accepted; the mount is always read-only\n"
               "  -o OPTION             other FUSE and mount(8) options pass through\n"
@@ -516,7 +531,14 @@ out:
 }
 
 /* What the options resolve to; strings are owned by the config or by this. */
+enum prefetch_mode { PREFETCH_AUTO, PREFETCH_ALL, PREFETCH_NONE };
+#define PREFETCH_RATE_DEFAULT (256ull << 20)
+
 struct cairnfs_settings {
+        enum prefetch_mode prefetch;
+        char *prefetch_profile;  /* absolute; NULL: none */
+        char *record_profile;    /* absolute; NULL: none */
+        uint64_t prefetch_rate;  /* bytes per second for prefetch=all */
         char *store_url; /* absolute unless a URL */
         const char *ref; /* points into the source */
         char *cache_dir; /* absolute */
@@ -527,6 +549,8 @@ struct cairnfs_settings {
 
 static void settings_release(struct cairnfs_settings *st)
 {
+        free(st->prefetch_profile);
+        free(st->record_profile);
         free(st->store_url);
         free(st->cache_dir);
         free(st->ca_file);
@@ -716,7 +740,96 @@ static int resolve_settings(struct cairnfs_config *cfg, struct cairnfs_settings 
                 return r;
         }
         st->volume.cache_dir = st->cache_dir;
+
+        st->prefetch = PREFETCH_AUTO;
+        st->prefetch_rate = PREFETCH_RATE_DEFAULT;
+        if (cfg->prefetch) {
+                if (!strcmp(cfg->prefetch, "all"))
+                        st->prefetch = PREFETCH_ALL;
+                else if (!strcmp(cfg->prefetch, "none"))
+                        st->prefetch = PREFETCH_NONE;
+                else if (strcmp(cfg->prefetch, "auto") != 0) {
+                        cairn_err("invalid prefetch '%s': expected auto, all or none",
+                                  cfg->prefetch);
+                        return -EINVAL;
+                }
+        }
+        if (cfg->prefetch_rate) {
+                r = parse_size(cfg->prefetch_rate, UINT64_MAX, &v);
+                if (r < 0 || v == 0) {
+                        cairn_err("invalid prefetch_rate '%s': expected bytes per second, "
+                                  "like 200M",
+                                  cfg->prefetch_rate);
+                        return -EINVAL;
+                }
+                st->prefetch_rate = v;
+        }
+        if (cfg->prefetch_profile) {
+                struct cairn_profile probe = {0};
+                char why[256] = "";
+                r = cairn_profile_load(cfg->prefetch_profile, &probe, why, sizeof(why));
+                cairn_profile_release(&probe);
+                if (r < 0) {
+                        cairn_err("invalid prefetch_profile: %s", why[0] ? why : strerror(-r));
+                        return r;
+                }
+                r = absolute_path(cfg->prefetch_profile, &st->prefetch_profile);
+                if (r < 0)
+                        return r;
+        }
+        if (cfg->record_profile) {
+                r = absolute_path(cfg->record_profile, &st->record_profile);
+                if (r < 0)
+                        return r;
+                st->volume.record_profile = st->record_profile;
+        }
         return 0;
+}
+
+/*
+ * Background fill of the cache once mounted (threads start here, after the
+ * fork): prefetch=all takes every chunk at a bounded rate; otherwise a
+ * profile named with prefetch_profile, or the one stored in the manifest
+ * (prefetch=auto), is replayed at full speed, since it is exactly what the
+ * workload is about to read.
+ */
+static void start_prefetch(const struct cairnfs_settings *st, struct cairn_volume *vol)
+{
+        const struct cairn_manifest *m = cairn_volume_manifest(vol);
+        uint64_t *chunks = NULL;
+        size_t n = 0;
+        int r = 0;
+        const char *what = NULL;
+
+        if (st->prefetch == PREFETCH_NONE)
+                return;
+        if (st->prefetch == PREFETCH_ALL) {
+                r = cairn_volume_all_chunks(vol, &chunks, &n);
+                what = "the whole volume";
+                if (r >= 0)
+                        r = cairn_volume_prefetch_background(vol, chunks, n, 2, st->prefetch_rate);
+        } else if (st->prefetch_profile) {
+                struct cairn_profile p = {0};
+                char why[256] = "";
+                r = cairn_profile_load(st->prefetch_profile, &p, why, sizeof(why));
+                if (r >= 0)
+                        r = cairn_profile_resolve(&p, m, &chunks, &n);
+                cairn_profile_release(&p);
+                what = "the access profile";
+                if (r >= 0)
+                        r = cairn_volume_prefetch_background(vol, chunks, n, 4, 0);
+        } else if (m->profile_count) {
+                what = "the volume's stored access profile";
+                r = cairn_volume_prefetch_background(vol, m->profile, m->profile_count, 4, 0);
+        }
+        if (what && r >= 0)
+                cairn_info("prefetching %s in the background (%zu chunks)", what,
+                           n ? n : (size_t)m->profile_count);
+        else if (what && r != -EINVAL)
+                cairn_warn("cannot prefetch %s: %s", what, strerror(-r));
+        else if (what)
+                cairn_warn("cannot prefetch %s without a usable cache directory", what);
+        free(chunks);
 }
 
 /* "cannot open 'REF': reason" is the one line a failed mount prints. */
@@ -843,6 +956,10 @@ static void config_release(struct cairnfs_config *cfg)
         free(cfg->ca_file);
         free(cfg->connections);
         free(cfg->deadline);
+        free(cfg->prefetch);
+        free(cfg->prefetch_profile);
+        free(cfg->prefetch_rate);
+        free(cfg->record_profile);
 }
 
 int main(int argc, char *argv[])
@@ -950,6 +1067,10 @@ int main(int argc, char *argv[])
                 cairn_log_set_func(syslog_sink);
         }
         cairn_info("mounted '%s' on '%s'", cfg.source, fopts.mountpoint);
+        if (cairn_volume_cache_error(fs.vol))
+                cairn_warn("cache directory '%s' is not usable (%s): reading from the store",
+                           settings.cache_dir, strerror(-cairn_volume_cache_error(fs.vol)));
+        start_prefetch(&settings, fs.vol);
         if (settings.store.insecure)
                 cairn_warn("TLS verification is disabled for '%s' (insecure)", cfg.source);
 

@@ -44,6 +44,9 @@ static void build_help(FILE *out)
               "  -s, --store STORE          Store to write to (created if missing)\n"
               "  -t, --tag NAME:TAG         Tag to create or update\n"
               "  -b, --base REF             Also dedup against this volume\n"
+              "  -p, --profile FILE         Store this access profile with the volume\n"
+              "                             (recorded with cairn mount --record-profile);\n"
+              "                             mounts replay it to prefetch\n"
               "      --chunk-min SIZE       Smallest chunk (default 512K)\n"
               "      --chunk-avg SIZE       Average chunk, a power of two (default 2M)\n"
               "      --chunk-max SIZE       Largest chunk (default 8M)\n"
@@ -169,6 +172,7 @@ static int build_run(int argc, char **argv)
             {"store", required_argument, NULL, 's'},
             {"tag", required_argument, NULL, 't'},
             {"base", required_argument, NULL, 'b'},
+            {"profile", required_argument, NULL, 'p'},
             {"chunk-min", required_argument, NULL, OPT_CHUNK_MIN},
             {"chunk-avg", required_argument, NULL, OPT_CHUNK_AVG},
             {"chunk-max", required_argument, NULL, OPT_CHUNK_MAX},
@@ -193,7 +197,7 @@ static int build_run(int argc, char **argv)
         cairn_build_options_init(&opts);
         cli_store_args_init(&store_args);
         opterr = 0;
-        while ((c = getopt_long(argc, argv, ":s:t:b:j:qh", options, NULL)) != -1) {
+        while ((c = getopt_long(argc, argv, ":s:t:b:p:j:qh", options, NULL)) != -1) {
                 switch (c) {
                 case 's':
                         store_url = optarg;
@@ -203,6 +207,9 @@ static int build_run(int argc, char **argv)
                         break;
                 case 'b':
                         base = optarg;
+                        break;
+                case 'p':
+                        opts.profile_path = optarg;
                         break;
                 case OPT_CHUNK_MIN:
                         if (parse_chunk_size("--chunk-min", optarg, &opts.chunking.min_size,

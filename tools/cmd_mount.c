@@ -37,6 +37,10 @@ extern char **environ;
 enum {
         OPT_CACHE_SIZE = 0x100,
         OPT_CACHE_MIN_FREE,
+        OPT_PREFETCH,
+        OPT_PREFETCH_PROFILE,
+        OPT_PREFETCH_RATE,
+        OPT_RECORD_PROFILE,
 };
 
 /* The free-space floor the chunk cache accepts (include/cairn/cache.h). */
@@ -59,7 +63,16 @@ static void mount_help(FILE *out)
               "                             user of DIR (default: no limit)\n"
               "      --cache-min-free PCT   Keep PCT% of the cache's filesystem free,\n"
               "                             1..90 (default 10)\n"
-              "  -m, --memory-limit SIZE    Memory for decoded chunks (default 64M)\n"
+              "  -m, --memory-limit SIZE    Memory for decoded chunks (default 128M)\n"
+              "      --prefetch MODE        auto: replay the volume's stored access\n"
+              "                             profile (default); all: fetch the whole\n"
+              "                             volume into the cache in the background;\n"
+              "                             none\n"
+              "      --prefetch-rate SIZE   Bytes per second for --prefetch=all\n"
+              "                             (default 256M)\n"
+              "      --prefetch-profile FILE  Replay a recorded access profile\n"
+              "      --record-profile FILE  Record the order chunks are first read in\n"
+              "                             (for cairn build/warm --profile)\n"
               "  -o OPTS                    More comma-separated cairnfs/FUSE mount options\n"
               "  -f, --foreground           Run cairnfs in the foreground (Ctrl-C unmounts)\n"
               "  -h, --help                 Show this help\n"
@@ -133,6 +146,10 @@ struct mount_settings {
         const struct cli_store_args *store;
         const char *ca_file; /* absolute; NULL: none */
         const char *extra;   /* the user's -o, verbatim */
+        const char *prefetch;          /* auto, all, none; NULL: default */
+        uint64_t prefetch_rate;        /* 0: default */
+        const char *prefetch_profile;  /* absolute */
+        const char *record_profile;    /* absolute */
 };
 
 static int opts_append_u64(char **opts, const char *key, uint64_t value)
@@ -181,6 +198,14 @@ static int mount_opts(const struct mount_settings *m, char **ret_opts)
                 r = opts_append_u64(&opts, "connections=", so->max_connections);
         if (r >= 0 && so->deadline_ms > 0)
                 r = opts_append_u64(&opts, "deadline=", so->deadline_ms / 1000);
+        if (r >= 0 && m->prefetch)
+                r = opts_append(&opts, "prefetch=", m->prefetch, true);
+        if (r >= 0 && m->prefetch_rate)
+                r = opts_append_u64(&opts, "prefetch_rate=", m->prefetch_rate);
+        if (r >= 0 && m->prefetch_profile)
+                r = opts_append(&opts, "prefetch_profile=", m->prefetch_profile, true);
+        if (r >= 0 && m->record_profile)
+                r = opts_append(&opts, "record_profile=", m->record_profile, true);
         if (r >= 0 && m->extra)
                 r = opts_append(&opts, "", m->extra, false);
         if (r < 0) {
@@ -258,6 +283,10 @@ static int mount_run(int argc, char **argv)
             {"memory-limit", required_argument, NULL, 'm'},
             {"cache-size", required_argument, NULL, OPT_CACHE_SIZE},
             {"cache-min-free", required_argument, NULL, OPT_CACHE_MIN_FREE},
+            {"prefetch", required_argument, NULL, OPT_PREFETCH},
+            {"prefetch-rate", required_argument, NULL, OPT_PREFETCH_RATE},
+            {"prefetch-profile", required_argument, NULL, OPT_PREFETCH_PROFILE},
+            {"record-profile", required_argument, NULL, OPT_RECORD_PROFILE},
             {"foreground", no_argument, NULL, 'f'},
             {"help", no_argument, NULL, 'h'},
             CLI_STORE_LONG_OPTIONS,
@@ -266,6 +295,7 @@ static int mount_run(int argc, char **argv)
         const char *store_url = NULL, *cache_arg = NULL, *ref_arg, *mp_arg;
         char *extra_opts = NULL, *opts = NULL, *store = NULL, *source = NULL;
         char *cache_dir = NULL, *mountpoint = NULL, *cairnfs = NULL, *ca_file = NULL;
+        char *prefetch_profile = NULL, *record_profile = NULL;
         char default_cache[PATH_MAX];
         bool foreground = false, search_path;
         struct mount_settings settings = {0};
@@ -312,6 +342,46 @@ static int mount_run(int argc, char **argv)
                                 goto out;
                         }
                         settings.cache_min_free = (unsigned)v;
+                        break;
+                case OPT_PREFETCH:
+                        if (strcmp(optarg, "auto") && strcmp(optarg, "all") &&
+                            strcmp(optarg, "none")) {
+                                ret = cli_usage_error("invalid --prefetch '%s': expected auto, "
+                                                      "all or none",
+                                                      optarg);
+                                goto out;
+                        }
+                        settings.prefetch = optarg;
+                        break;
+                case OPT_PREFETCH_RATE:
+                        if (cli_parse_size(optarg, UINT64_MAX, &settings.prefetch_rate) < 0 ||
+                            settings.prefetch_rate == 0) {
+                                ret = cli_usage_error("invalid --prefetch-rate '%s': expected "
+                                                      "bytes per second like 200M",
+                                                      optarg);
+                                goto out;
+                        }
+                        break;
+                case OPT_PREFETCH_PROFILE:
+                        free(prefetch_profile);
+                        prefetch_profile = NULL;
+                        if (access(optarg, R_OK) < 0) {
+                                ret = cli_usage_error("cannot read --prefetch-profile '%s': %s",
+                                                      optarg, strerror(errno));
+                                goto out;
+                        }
+                        if (cli_absolute_path(optarg, &prefetch_profile) < 0) {
+                                cli_error("out of memory");
+                                goto out;
+                        }
+                        break;
+                case OPT_RECORD_PROFILE:
+                        free(record_profile);
+                        record_profile = NULL;
+                        if (cli_absolute_path(optarg, &record_profile) < 0) {
+                                cli_error("out of memory");
+                                goto out;
+                        }
                         break;
                 case 'o':
                         if (optarg[0] == '\0')
@@ -402,6 +472,8 @@ static int mount_run(int argc, char **argv)
         settings.store = &store_args;
         settings.ca_file = ca_file;
         settings.extra = extra_opts;
+        settings.prefetch_profile = prefetch_profile;
+        settings.record_profile = record_profile;
         if (mount_opts(&settings, &opts) < 0) {
                 cli_error("out of memory");
                 goto out;
@@ -461,6 +533,8 @@ out:
         free(source);
         free(cache_dir);
         free(ca_file);
+        free(prefetch_profile);
+        free(record_profile);
         free(mountpoint);
         free(cairnfs);
         return ret;
