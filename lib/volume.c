@@ -1040,9 +1040,13 @@ static void prefetch_note(struct cairn_volume *vol, uint32_t ino, uint64_t off, 
         pthread_mutex_unlock(&vol->lock);
 }
 
-/* A read; nonblock: only from chunks already in memory, else -EWOULDBLOCK. */
+/*
+ * A read; nonblock: only from chunks already in memory, else -EWOULDBLOCK.
+ * deadline: absolute, taken when the request arrived (time spent queued
+ * counts); 0 means now + the volume's deadline.
+ */
 static ssize_t volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off, size_t len,
-                           void *buf, bool nonblock)
+                           void *buf, bool nonblock, uint64_t deadline)
 {
         const struct cairn_manifest *m = &vol->manifest;
         uint64_t idx;
@@ -1064,7 +1068,10 @@ static ssize_t volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off,
         r = cairn_manifest_find_chunk(m, ino, off, &idx);
         if (r < 0)
                 return r == -ENXIO ? 0 : r;
-        uint64_t deadline = nonblock ? 0 : now_ns() + vol->deadline_ns;
+        if (nonblock)
+                deadline = 0;
+        else if (!deadline)
+                deadline = now_ns() + vol->deadline_ns;
         while (done < len) {
                 const struct cairn_manifest_chunk *mc = &m->chunks[idx];
                 struct mem_chunk *c = NULL;
@@ -1093,13 +1100,14 @@ static ssize_t volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off,
 ssize_t cairn_volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off, size_t len,
                           void *buf)
 {
-        return volume_read(vol, ino, off, len, buf, false);
+        return volume_read(vol, ino, off, len, buf, false, 0);
 }
 
 /* ---- asynchronous reads ---- */
 
 struct read_req {
         struct read_req *next;
+        uint64_t deadline; /* from when the request arrived */
         uint32_t ino;
         uint64_t off;
         size_t len;
@@ -1123,7 +1131,8 @@ static void *reader_main(void *arg)
                         vol->rq_tail = NULL;
                 pthread_mutex_unlock(&vol->lock);
                 ssize_t n = vol->stopping ? -ECANCELED
-                                          : volume_read(vol, q->ino, q->off, q->len, q->buf, false);
+                                          : volume_read(vol, q->ino, q->off, q->len, q->buf, false,
+                                                        q->deadline);
                 q->done(q->ctx, n);
                 free(q);
                 pthread_mutex_lock(&vol->lock);
@@ -1135,7 +1144,8 @@ static void *reader_main(void *arg)
 int cairn_volume_read_async(struct cairn_volume *vol, uint32_t ino, uint64_t off, size_t len,
                             void *buf, cairn_volume_read_done_fn done, void *ctx)
 {
-        ssize_t n = volume_read(vol, ino, off, len, buf, true);
+        uint64_t deadline = now_ns() + vol->deadline_ns;
+        ssize_t n = volume_read(vol, ino, off, len, buf, true, 0);
         if (n != -EWOULDBLOCK) {
                 done(ctx, n);
                 return 0;
@@ -1143,8 +1153,8 @@ int cairn_volume_read_async(struct cairn_volume *vol, uint32_t ino, uint64_t off
         struct read_req *q = malloc(sizeof(*q));
         if (!q)
                 return -ENOMEM;
-        *q = (struct read_req){.ino = ino, .off = off, .len = len, .buf = buf, .done = done,
-                               .ctx = ctx};
+        *q = (struct read_req){.deadline = deadline, .ino = ino, .off = off, .len = len,
+                               .buf = buf, .done = done, .ctx = ctx};
         pthread_mutex_lock(&vol->lock);
         if (vol->stopping) {
                 pthread_mutex_unlock(&vol->lock);
@@ -1162,7 +1172,7 @@ int cairn_volume_read_async(struct cairn_volume *vol, uint32_t ino, uint64_t off
         if (vol->nreaders == 0) {
                 pthread_mutex_unlock(&vol->lock);
                 free(q);
-                done(ctx, volume_read(vol, ino, off, len, buf, false));
+                done(ctx, volume_read(vol, ino, off, len, buf, false, deadline));
                 return 0;
         }
         if (vol->rq_tail)
