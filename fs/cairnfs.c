@@ -979,12 +979,13 @@ int main(int argc, char *argv[])
         cairn_log_set_program("cairnfs");
         fuse_set_log_func(fuse_log_sink);
         /*
-         * Chunk buffers are large and short-lived.  A fixed mmap threshold keeps
-         * every one of them out of the malloc arenas, so freeing one gives the
-         * memory back to the kernel: resident memory follows what the volume's
-         * budget holds, not the high-water mark of every thread's arena.
+         * A fixed mmap threshold, just above the 1 MiB FUSE read buffers: those
+         * are recycled by the malloc arenas (no fresh pages to fault in per
+         * read), while larger chunk buffers, which the volume pools itself,
+         * go back to the kernel when freed instead of growing an arena's
+         * high-water mark.  Resident memory then follows the volume's budget.
          */
-        mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+        mallopt(M_MMAP_THRESHOLD, 2 * 1024 * 1024 + 4096);
         mallopt(M_ARENA_MAX, 4);
 
         if (fuse_opt_parse(&args, &cfg, cairnfs_opts, opt_proc) < 0)

@@ -38,6 +38,7 @@ enum chunk_state { CHUNK_LOADING, CHUNK_READY, CHUNK_FAILED };
 struct mem_chunk {
         struct cairn_digest id;
         uint8_t *data;
+        size_t cap;               /* bytes allocated for data */
         uint32_t size;
         enum chunk_state state;
         int error;                /* when CHUNK_FAILED */
@@ -55,6 +56,8 @@ struct mem_chunk {
 #define QUEUE_LEN 512
 #define PREFETCH_WORKERS 4
 #define WINDOW_MIN (4u << 20)
+/* How far from where a stream got to a read may land and still continue it. */
+#define SEQ_SLACK (8u << 20)
 /* Threads that complete asynchronous reads (each may wait on one fetch). */
 #define READERS 16
 
@@ -69,6 +72,17 @@ struct stream {
         uint64_t last_use;
 };
 
+/*
+ * Chunk and fetch buffers are recycled instead of going back to malloc:
+ * at MiB sizes every fresh buffer is a new mapping whose pages fault in
+ * (and are zeroed) one by one, which cost more CPU than hashing them.
+ * Capacities are rounded to 1 MiB so that a buffer fits many chunk sizes.
+ * The pool holds at most a quarter of the memory budget and counts
+ * against it, so resident memory stays within memory_limit.
+ */
+#define POOL_SLOTS 32
+#define BUF_ROUND (1u << 20)
+
 struct cairn_volume {
         struct cairn_store *store; /* borrowed */
         struct cairn_cache *cache; /* NULL without a cache dir */
@@ -82,7 +96,12 @@ struct cairn_volume {
         struct mem_chunk **buckets; /* protected by lock */
         size_t nbuckets;
         struct mem_chunk *lru_head, *lru_tail; /* protected by lock */
-        size_t mem_used;            /* bytes of data in the table, protected by lock */
+        size_t mem_used;            /* bytes of buffers in use (table, fetches), protected by lock */
+        /* Recycled buffers (see buf_get_locked), protected by lock. */
+        void *pool[POOL_SLOTS];
+        size_t pool_cap[POOL_SLOTS];
+        unsigned pool_n;
+        size_t pool_bytes;
         size_t mem_limit;
         uint64_t deadline_ns;       /* per read */
         uint32_t coalesce_max;      /* stored bytes per range request (remote stores) */
@@ -415,6 +434,8 @@ void cairn_volume_free(struct cairn_volume *vol)
                 free(c->data);
                 free(c);
         }
+        for (unsigned i = 0; i < vol->pool_n; i++)
+                free(vol->pool[i]);
         free(vol->buckets);
         if (vol->map)
                 munmap(vol->map, vol->map_size);
@@ -558,24 +579,87 @@ static void table_unlink(struct cairn_volume *vol, struct mem_chunk *c)
         *pp = c->hnext;
         c->hnext = c;
         lru_unlink(vol, c);
-        vol->mem_used -= c->size;
 }
 
-static void free_entry(struct mem_chunk *c)
+/* Called with lock held.  A buffer of at least n bytes, counted as in use. */
+static void *buf_get_locked(struct cairn_volume *vol, size_t n, size_t *ret_cap)
 {
-        free(c->data);
+        size_t cap = (n + BUF_ROUND - 1) & ~(size_t)(BUF_ROUND - 1);
+        int best = -1;
+        for (unsigned i = 0; i < vol->pool_n; i++)
+                if (vol->pool_cap[i] >= cap && (best < 0 || vol->pool_cap[i] < vol->pool_cap[best]))
+                        best = (int)i;
+        void *p;
+        if (best >= 0 && vol->pool_cap[best] <= 2 * cap) {
+                p = vol->pool[best];
+                cap = vol->pool_cap[best];
+                vol->pool_bytes -= cap;
+                vol->pool_n--;
+                vol->pool[best] = vol->pool[vol->pool_n];
+                vol->pool_cap[best] = vol->pool_cap[vol->pool_n];
+        } else {
+                p = malloc(cap ? cap : 1);
+                if (!p)
+                        return NULL;
+        }
+        vol->mem_used += cap;
+        *ret_cap = cap;
+        return p;
+}
+
+/* Called with lock held.  Returns a buffer to the pool, or to malloc when the pool is full. */
+static void buf_put_locked(struct cairn_volume *vol, void *p, size_t cap)
+{
+        vol->mem_used -= cap;
+        if (vol->pool_n < POOL_SLOTS && vol->pool_bytes + cap <= vol->mem_limit / 4 &&
+            !vol->stopping) {
+                vol->pool[vol->pool_n] = p;
+                vol->pool_cap[vol->pool_n++] = cap;
+                vol->pool_bytes += cap;
+        } else {
+                free(p);
+        }
+}
+
+static void *buf_get(struct cairn_volume *vol, size_t n, size_t *ret_cap)
+{
+        pthread_mutex_lock(&vol->lock);
+        void *p = buf_get_locked(vol, n, ret_cap);
+        pthread_mutex_unlock(&vol->lock);
+        return p;
+}
+
+static void buf_put(struct cairn_volume *vol, void *p, size_t cap)
+{
+        pthread_mutex_lock(&vol->lock);
+        buf_put_locked(vol, p, cap);
+        pthread_mutex_unlock(&vol->lock);
+}
+
+/* Called with lock held (or when no other thread is left). */
+static void free_entry(struct cairn_volume *vol, struct mem_chunk *c)
+{
+        buf_put_locked(vol, c->data, c->cap);
         free(c);
 }
 
 static void table_remove(struct cairn_volume *vol, struct mem_chunk *c)
 {
         table_unlink(vol, c);
-        free_entry(c);
+        free_entry(vol, c);
 }
 
-/* Evicts unpinned, loaded entries from the LRU tail until need more bytes fit. */
+/*
+ * Makes room for need more bytes within the budget: pooled buffers go
+ * first, then unpinned, loaded entries from the LRU tail.
+ */
 static void table_make_room(struct cairn_volume *vol, size_t need)
 {
+        while (vol->pool_n && vol->mem_used + vol->pool_bytes + need > vol->mem_limit) {
+                vol->pool_n--;
+                vol->pool_bytes -= vol->pool_cap[vol->pool_n];
+                free(vol->pool[vol->pool_n]);
+        }
         struct mem_chunk *c = vol->lru_tail;
         while (c && vol->mem_used + need > vol->mem_limit) {
                 struct mem_chunk *prev = c->prev;
@@ -645,13 +729,15 @@ static struct mem_chunk *entry_new_locked(struct cairn_volume *vol,
                                           const struct cairn_manifest_chunk *mc, unsigned pins)
 {
         struct mem_chunk *c = calloc(1, sizeof(*c));
-        uint8_t *data = c ? malloc(mc->size) : NULL;
+        size_t cap = 0;
+        uint8_t *data = c ? buf_get_locked(vol, mc->size, &cap) : NULL;
         if (!data) {
                 free(c);
                 return NULL;
         }
         c->id = mc->id;
         c->data = data;
+        c->cap = cap;
         c->size = mc->size;
         c->state = CHUNK_LOADING;
         c->pins = pins;
@@ -659,7 +745,6 @@ static struct mem_chunk *entry_new_locked(struct cairn_volume *vol,
         c->hnext = vol->buckets[b];
         vol->buckets[b] = c;
         lru_push_front(vol, c);
-        vol->mem_used += c->size;
         return c;
 }
 
@@ -723,14 +808,15 @@ static int batch_fetch(struct cairn_volume *vol, struct batch *b, uint64_t deadl
                 const struct cairn_manifest_chunk *first = &m->chunks[b->first + lo];
                 const struct cairn_manifest_chunk *last = &m->chunks[b->first + hi];
                 size_t len = (size_t)(last->blob_offset + last->stored_size - first->blob_offset);
-                uint8_t *buf = malloc(len);
+                size_t buf_cap = 0;
+                uint8_t *buf = buf_get(vol, len, &buf_cap);
                 if (!buf) {
                         r = -ENOMEM;
                         break;
                 }
                 uint64_t fd = fetch_deadline(vol, deadline);
                 if (!fd) {
-                        free(buf);
+                        buf_put(vol, buf, buf_cap);
                         r = -EIO; /* the store is down and was probed within the second */
                         break;
                 }
@@ -741,7 +827,7 @@ static int batch_fetch(struct cairn_volume *vol, struct batch *b, uint64_t deadl
                         cairn_debug("chunks %llu..%llu: fetch failed: %s",
                                     (unsigned long long)(b->first + lo),
                                     (unsigned long long)(b->first + hi), strerror(-r));
-                        free(buf);
+                        buf_put(vol, buf, buf_cap);
                         break; /* the store already retried transport faults */
                 }
                 for (unsigned i = lo; i <= hi; i++) {
@@ -752,7 +838,7 @@ static int batch_fetch(struct cairn_volume *vol, struct batch *b, uint64_t deadl
                                                         buf + (c->blob_offset - first->blob_offset),
                                                         b->entries[i]->data);
                 }
-                free(buf);
+                buf_put(vol, buf, buf_cap);
         }
         for (unsigned i = 0; i < b->n; i++)
                 if (result[i] >= 0 && vol->cache) {
@@ -883,7 +969,7 @@ static void chunk_release(struct cairn_volume *vol, struct mem_chunk *c)
                 if (c->hnext != c) /* still in the table */
                         table_remove(vol, c);
                 else
-                        free_entry(c);
+                        free_entry(vol, c);
         } else if (c->pins == 0 && vol->mem_used > vol->mem_limit) {
                 table_make_room(vol, 0);
         }
@@ -1012,7 +1098,14 @@ static void prefetch_note(struct cairn_volume *vol, uint32_t ino, uint64_t off, 
         pthread_mutex_lock(&vol->lock);
         struct stream *s = stream_get_locked(vol, ino);
         s->last_use = ++vol->stream_clock;
-        if (off == s->next_off && off > 0) {
+        /*
+         * The kernel's readahead sends a stream's reads several at a time and
+         * they complete in any order, so "sequential" means near where the
+         * stream got to, not exactly there.
+         */
+        bool sequential = off > 0 && off + SEQ_SLACK >= s->next_off &&
+                          off <= s->next_off + SEQ_SLACK;
+        if (sequential) {
                 s->window = s->window ? s->window * 2 : WINDOW_MIN;
                 if (s->window > vol->window_max)
                         s->window = vol->window_max;
@@ -1020,7 +1113,8 @@ static void prefetch_note(struct cairn_volume *vol, uint32_t ino, uint64_t off, 
                 s->window = 0;
                 s->queued_to = 0;
         }
-        s->next_off = off + len;
+        if (!sequential || off + len > s->next_off)
+                s->next_off = off + len;
         if (s->window) {
                 uint64_t end_chunk = inode->first + inode->count;
                 uint64_t target = s->next_off + s->window;
