@@ -54,9 +54,10 @@
 #define EXIT_USAGE 2
 
 /*
- * Worker threads.  A worker blocks while its read fetches, so the pool
- * bounds the fetches in flight (and, at one max_read buffer each, the
- * memory they hold).  -o max_threads= / max_idle_threads= override these.
+ * FUSE worker threads.  Reads that must fetch are handed to the volume's
+ * reader pool, so workers do not wait on the network; the cap bounds the
+ * requests being decoded at once.  -o max_threads= / max_idle_threads=
+ * override these.
  */
 #define CAIRNFS_MAX_THREADS 32u
 #define CAIRNFS_MAX_IDLE_THREADS 8u
