@@ -70,9 +70,9 @@ static void usage(FILE *f)
               "  -h, --help          show this help\n"
               "  -V, --version       show the version\n"
               "\n"
-              "volume_context keys: store, ref, memory_limit, region, endpoint (see\n"
-              "the README).  Secrets: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,\n"
-              "AWS_SESSION_TOKEN.\n"
+              "volume_context keys: store, ref, memory_limit, prefetch, region,\n"
+              "endpoint (see the README).  Secrets: AWS_ACCESS_KEY_ID,\n"
+              "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN.\n"
               "\n"
               "Exit status: 0 stopped by SIGTERM/SIGINT/SIGHUP (or --help, --version),\n"
               "1 cannot start, 2 usage error.\n",

@@ -171,6 +171,18 @@ static int check_size(const char *v, char *errbuf, size_t errlen)
         return -EINVAL;
 }
 
+static int check_prefetch(const char *v, char *errbuf, size_t errlen)
+{
+        char q[80];
+
+        if (!strcmp(v, "auto") || !strcmp(v, "all") || !strcmp(v, "none"))
+                return 0;
+        snprintf(errbuf, errlen,
+                 "volume_context: invalid prefetch '%s' (expected auto, all or none)",
+                 quote(v, q, sizeof(q)));
+        return -EINVAL;
+}
+
 static int check_region(const char *v, char *errbuf, size_t errlen)
 {
         size_t n = strlen(v);
@@ -203,6 +215,7 @@ static const struct {
     {"store", check_store, offsetof(struct csi_context, store)},
     {"ref", check_ref, offsetof(struct csi_context, ref)},
     {"memory_limit", check_size, offsetof(struct csi_context, memory_limit)},
+    {"prefetch", check_prefetch, offsetof(struct csi_context, prefetch)},
     {"region", check_region, offsetof(struct csi_context, region)},
     {"endpoint", check_endpoint, offsetof(struct csi_context, endpoint)},
 };
@@ -287,7 +300,7 @@ int csi_context_parse(const struct csi_kv *kv, size_t n, struct csi_context *ret
                 if (k == sizeof(keys) / sizeof(keys[0])) {
                         snprintf(errbuf, errlen,
                                  "volume_context: unknown key '%s' (expected store, ref, "
-                                 "memory_limit, region, endpoint)",
+                                 "memory_limit, prefetch, region, endpoint)",
                                  quote(key, q, sizeof(q)));
                         r = -EINVAL;
                         goto fail;
@@ -343,11 +356,10 @@ int csi_context_mount_options(const struct csi_context *ctx, const char *cache_d
         int n;
 
         /* allow_other: pods do not run as the root that mounts. */
-        if (ctx->memory_limit)
-                n = asprintf(&s, "allow_other,cache_dir=%s,memory_limit=%s", cache_dir,
-                             ctx->memory_limit);
-        else
-                n = asprintf(&s, "allow_other,cache_dir=%s", cache_dir);
+        n = asprintf(&s, "allow_other,cache_dir=%s%s%s%s%s", cache_dir,
+                     ctx->memory_limit ? ",memory_limit=" : "",
+                     ctx->memory_limit ? ctx->memory_limit : "", ctx->prefetch ? ",prefetch=" : "",
+                     ctx->prefetch ? ctx->prefetch : "");
         if (n < 0)
                 return -ENOMEM;
         *ret_options = s;

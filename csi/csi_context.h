@@ -7,6 +7,8 @@
  *                  s3://bucket[/prefix]; no credentials, query or fragment
  *   ref            required; NAME:TAG or NAME@sha256:HEX
  *   memory_limit   cairnfs -o memory_limit= (64M, 1G, ...)
+ *   prefetch       cairnfs -o prefetch=: auto (replay the volume's stored
+ *                  access profile, the default), all or none
  *   region         s3 stores: the bucket's region
  *   endpoint       s3 stores: http(s)://host[:port] of an S3-compatible service
  *   csi.storage.k8s.io/ephemeral   "true" for an inline ephemeral volume
@@ -29,6 +31,7 @@ struct csi_context {
         char *store;
         char *ref;
         char *memory_limit; /* NULL: cairnfs's default */
+        char *prefetch;     /* auto, all, none; NULL: cairnfs's default */
         char *region;       /* NULL: none */
         char *endpoint;     /* NULL: none */
         bool ephemeral;

@@ -202,6 +202,7 @@ int csi_create_volume(void *plugin, const ProtobufCMessage *m, ProtobufCMessage 
         /* Only the validated keys go back: they become the context of every node call. */
         if (add_context(vol, "store", ctx.store) < 0 || add_context(vol, "ref", ctx.ref) < 0 ||
             add_context(vol, "memory_limit", ctx.memory_limit) < 0 ||
+            add_context(vol, "prefetch", ctx.prefetch) < 0 ||
             add_context(vol, "region", ctx.region) < 0 ||
             add_context(vol, "endpoint", ctx.endpoint) < 0)
                 goto out;

@@ -82,6 +82,8 @@ int csi_record_format(const struct csi_record *rec, char **ret_text)
         if (r >= 0)
                 r = put(f, "memory_limit", rec->ctx.memory_limit);
         if (r >= 0)
+                r = put(f, "prefetch", rec->ctx.prefetch);
+        if (r >= 0)
                 r = put(f, "region", rec->ctx.region);
         if (r >= 0)
                 r = put(f, "endpoint", rec->ctx.endpoint);
@@ -194,6 +196,8 @@ int csi_record_parse(const char *text, size_t len, struct csi_record *ret_rec)
                         slot = &rec.ctx.ref;
                 else if (KEY("memory_limit"))
                         slot = &rec.ctx.memory_limit;
+                else if (KEY("prefetch"))
+                        slot = &rec.ctx.prefetch;
                 else if (KEY("region"))
                         slot = &rec.ctx.region;
                 else if (KEY("endpoint"))

@@ -258,6 +258,18 @@ static void test_cairnfs_arguments(void **state)
         assert_false(csi_context_equal(&ctx, &ctx2));
         assert_true(csi_context_equal(&ctx, &ctx));
         csi_context_release(&ctx2);
+
+        /* prefetch: one of auto, all, none, handed to cairnfs as is. */
+        struct csi_kv kv3[] = {{"store", "file:///s"}, {"ref", "m:v1"}, {"prefetch", "all"}};
+        assert_int_equal(csi_context_parse(kv3, 3, &ctx2, why, sizeof(why)), 0);
+        assert_int_equal(csi_context_mount_options(&ctx2, "/c", &s), 0);
+        assert_string_equal(s, "allow_other,cache_dir=/c,prefetch=all");
+        free(s);
+        assert_false(csi_context_equal(&ctx, &ctx2));
+        csi_context_release(&ctx2);
+        kv3[2].value = "sometimes";
+        assert_int_equal(csi_context_parse(kv3, 3, &ctx2, why, sizeof(why)), -EINVAL);
+        assert_non_null(strstr(why, "prefetch"));
         assert_int_equal(csi_context_parse(kv, 2, &ctx2, why, sizeof(why)), 0);
         ctx2.ephemeral = true;
         assert_true(csi_context_equal(&ctx, &ctx2));
