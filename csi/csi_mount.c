@@ -75,7 +75,10 @@ int csi_mount_probe(const char *path)
          * (cairnfs asks for long timeouts) even when the daemon is gone,
          * while every statfs is a request to the daemon.
          */
-        return statvfs(path, &sv) < 0 ? -errno : 0;
+        if (statvfs(path, &sv) == 0)
+                return 0;
+        /* A request caught by the daemon's death is aborted rather than refused. */
+        return errno == ECONNABORTED ? -ENOTCONN : -errno;
 }
 
 int csi_mount_bind_ro(const char *src, const char *dst)

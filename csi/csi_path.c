@@ -110,7 +110,7 @@ int csi_path_check(const char *path, const char *root, enum csi_path_state *ret_
                 r = -errno;
                 if (r == -ENOENT)
                         state = CSI_PATH_MISSING;
-                else if (r == -ENOTCONN)
+                else if (r == -ENOTCONN || r == -ECONNABORTED)
                         state = CSI_PATH_DEAD_MOUNT;
                 else
                         goto out;
