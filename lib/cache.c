@@ -37,6 +37,7 @@
 #include "cairn/cache.h"
 #include "cairn/crc32c.h"
 #include "cairn/log.h"
+#include "uring.h"
 
 #define USAGE_MAGIC "CAIRNCU1"
 #define USAGE_SIZE 4096u
@@ -541,6 +542,171 @@ int cairn_cache_put(struct cairn_cache *cache, const struct cairn_digest *id, co
 fail:
         usage_sub(cache, need);
         return r;
+}
+
+/* One entry of a batch on its way through the ring. */
+struct put_op {
+        char rel[96], tmp[64];
+        struct entry_header h;
+        struct iovec iov[2];
+        size_t want;
+        uint64_t need;     /* reserved bytes */
+        int result;        /* first failure of the chain, or 0 */
+        bool opened;       /* the direct descriptor slot holds the file */
+        bool active;
+};
+
+static void put_op_fail(struct put_op *op, int r)
+{
+        if (op->result >= 0 && r != -ECANCELED)
+                op->result = r;
+}
+
+void cairn_cache_put_batch(struct cairn_cache *cache, const struct cairn_cache_item *items,
+                           size_t n, int *results)
+{
+        struct io_uring *ring = cairn_uring_thread();
+        struct put_op *ops = NULL;
+        size_t i;
+
+        if (ring && n > 1 && n <= CAIRN_URING_SLOTS)
+                ops = calloc(n, sizeof(*ops));
+        if (!ops) {
+                for (i = 0; i < n; i++)
+                        results[i] = cairn_cache_put(cache, items[i].id, items[i].data,
+                                                     items[i].size);
+                return;
+        }
+        unsigned queued = 0;
+        for (i = 0; i < n; i++) {
+                struct put_op *op = &ops[i];
+                results[i] = 0;
+                entry_path(items[i].id, op->rel);
+                if (faccessat(cache->dir_fd, op->rel, F_OK, 0) == 0)
+                        continue;
+                op->need = cairn_cache_entry_bytes(items[i].size);
+                int r = reserve(cache, op->need);
+                uint64_t rnd = 0;
+                if (r >= 0 && getentropy(&rnd, sizeof(rnd)) < 0)
+                        r = -errno;
+                if (r < 0) {
+                        if (r != -ENOSPC)
+                                usage_sub(cache, op->need);
+                        results[i] = r;
+                        continue;
+                }
+                snprintf(op->tmp, sizeof(op->tmp), "tmp/%d-%016llx", (int)getpid(),
+                         (unsigned long long)rnd);
+                memcpy(op->h.magic, CAIRN_CACHE_ENTRY_MAGIC, 8);
+                op->h.size = items[i].size;
+                op->h.crc = cairn_crc32c(0, items[i].data, items[i].size);
+                op->iov[0] = (struct iovec){&op->h, sizeof(op->h)};
+                op->iov[1] = (struct iovec){(void *)items[i].data, items[i].size};
+                op->want = sizeof(op->h) + items[i].size;
+                op->active = true;
+
+                /* A direct descriptor takes no O_CLOEXEC: it is never in the fd table. */
+                struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+                io_uring_prep_openat_direct(sqe, cache->dir_fd, op->tmp,
+                                            O_WRONLY | O_CREAT | O_EXCL, 0644, (unsigned)i);
+                sqe->flags |= IOSQE_IO_LINK;
+                io_uring_sqe_set_data64(sqe, i << 2 | 0);
+                sqe = io_uring_get_sqe(ring);
+                io_uring_prep_writev(sqe, (int)i, op->iov, 2, 0);
+                sqe->flags |= IOSQE_FIXED_FILE | IOSQE_IO_LINK;
+                io_uring_sqe_set_data64(sqe, i << 2 | 1);
+                sqe = io_uring_get_sqe(ring);
+                io_uring_prep_close_direct(sqe, (unsigned)i);
+                sqe->flags |= IOSQE_IO_LINK;
+                io_uring_sqe_set_data64(sqe, i << 2 | 2);
+                sqe = io_uring_get_sqe(ring);
+                io_uring_prep_renameat(sqe, cache->dir_fd, op->tmp, cache->dir_fd, op->rel,
+                                       RENAME_NOREPLACE);
+                io_uring_sqe_set_data64(sqe, i << 2 | 3);
+                queued += 4;
+        }
+        if (queued) {
+                int r = io_uring_submit_and_wait(ring, queued);
+                unsigned seen = 0;
+                while (r >= 0 && seen < queued) {
+                        struct io_uring_cqe *cqe;
+                        r = io_uring_wait_cqe(ring, &cqe);
+                        if (r < 0)
+                                break;
+                        uint64_t ud = io_uring_cqe_get_data64(cqe);
+                        struct put_op *op = &ops[ud >> 2];
+                        int res = cqe->res;
+                        switch (ud & 3) {
+                        case 0:
+                                if (res >= 0)
+                                        op->opened = true;
+                                else
+                                        put_op_fail(op, res);
+                                break;
+                        case 1:
+                                if (res >= 0 && (size_t)res != op->want)
+                                        res = -ENOSPC; /* short writes mean a full disk */
+                                if (res < 0)
+                                        put_op_fail(op, res);
+                                break;
+                        case 2:
+                                if (res >= 0)
+                                        op->opened = false;
+                                else
+                                        put_op_fail(op, res);
+                                break;
+                        default:
+                                if (res < 0 && op->result >= 0)
+                                        op->result = res;
+                        }
+                        io_uring_cqe_seen(ring, cqe);
+                        seen++;
+                }
+                if (r < 0) /* the ring broke: nothing is known, redo these the plain way */
+                        for (i = 0; i < n; i++)
+                                if (ops[i].active && ops[i].result >= 0)
+                                        ops[i].result = -EAGAIN;
+        }
+        for (i = 0; i < n; i++) {
+                struct put_op *op = &ops[i];
+                if (!op->active)
+                        continue;
+                if (op->opened) {
+                        /* A chain that broke after the open leaves the slot in use. */
+                        struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+                        io_uring_prep_close_direct(sqe, (unsigned)i);
+                        io_uring_sqe_set_data64(sqe, UINT64_MAX);
+                        struct io_uring_cqe *cqe;
+                        if (io_uring_submit_and_wait(ring, 1) >= 0 &&
+                            io_uring_wait_cqe(ring, &cqe) == 0)
+                                io_uring_cqe_seen(ring, cqe);
+                }
+                int r = op->result;
+                if (r == -ENOENT) {
+                        /* First entry of its shard: make the directory, then rename. */
+                        char sub[16];
+                        snprintf(sub, sizeof(sub), "chunks/%.2s", op->rel + 7);
+                        r = mkdir_at(cache->dir_fd, sub);
+                        if (r >= 0 && renameat2(cache->dir_fd, op->tmp, cache->dir_fd, op->rel,
+                                                RENAME_NOREPLACE) < 0)
+                                r = -errno;
+                }
+                if (r == -EAGAIN) {
+                        unlinkat(cache->dir_fd, op->tmp, 0);
+                        usage_sub(cache, op->need);
+                        results[i] = cairn_cache_put(cache, items[i].id, items[i].data,
+                                                     items[i].size);
+                        continue;
+                }
+                if (r == -EEXIST) /* another process cached it first: keep theirs */
+                        r = 1;
+                if (r != 0) {
+                        unlinkat(cache->dir_fd, op->tmp, 0);
+                        usage_sub(cache, op->need);
+                }
+                results[i] = r == 1 ? 0 : r;
+        }
+        free(ops);
 }
 
 /* Calls fn for every chunk entry; stops at the first negative return. */

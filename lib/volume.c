@@ -840,13 +840,23 @@ static int batch_fetch(struct cairn_volume *vol, struct batch *b, uint64_t deadl
                 }
                 buf_put(vol, buf, buf_cap);
         }
-        for (unsigned i = 0; i < b->n; i++)
-                if (result[i] >= 0 && vol->cache) {
-                        int w = cairn_cache_put(vol->cache, &b->entries[i]->id,
-                                                b->entries[i]->data, b->entries[i]->size);
-                        if (w < 0)
-                                cairn_debug("cache: cannot store chunk: %s", strerror(-w));
-                }
+        if (vol->cache) {
+                /* Every verified chunk of the batch goes to the cache in one submission. */
+                struct cairn_cache_item items[BATCH_MAX];
+                int written[BATCH_MAX];
+                unsigned k = 0;
+                for (unsigned i = 0; i < b->n; i++)
+                        if (result[i] >= 0)
+                                items[k++] = (struct cairn_cache_item){
+                                        .id = &b->entries[i]->id,
+                                        .data = b->entries[i]->data,
+                                        .size = b->entries[i]->size,
+                                };
+                cairn_cache_put_batch(vol->cache, items, k, written);
+                for (unsigned i = 0; i < k; i++)
+                        if (written[i] < 0)
+                                cairn_debug("cache: cannot store chunk: %s", strerror(-written[i]));
+        }
 
         pthread_mutex_lock(&vol->lock);
         for (unsigned i = 0; i < b->n; i++) {

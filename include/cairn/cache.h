@@ -59,6 +59,21 @@ bool cairn_cache_contains(struct cairn_cache *cache, const struct cairn_digest *
 /* Stores a chunk that the caller has verified.  Failures are not fatal to readers. */
 int cairn_cache_put(struct cairn_cache *cache, const struct cairn_digest *id, const void *data,
                     uint32_t size);
+struct cairn_cache_item {
+        const struct cairn_digest *id;
+        const void *data;
+        uint32_t size;
+};
+
+/*
+ * Stores several verified chunks; results[i] is what cairn_cache_put()
+ * would have returned for items[i].  With io_uring each entry is one
+ * linked open -> write -> close -> rename chain and the whole batch is one
+ * submission, instead of five system calls per entry.
+ */
+void cairn_cache_put_batch(struct cairn_cache *cache, const struct cairn_cache_item *items,
+                           size_t n, int *results);
+
 /* Path of the cached manifest file for digest d (may not exist) into buf. */
 int cairn_cache_manifest_path(const struct cairn_cache *cache, const struct cairn_digest *d,
                               char *buf, size_t len);

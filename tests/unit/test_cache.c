@@ -765,6 +765,52 @@ static void test_counter_recovers_from_lost_usage_file(void **state)
         assert_int_equal(cairn_cache_usage(f->cache), cairn_cache_entry_bytes(sizeof(buf)));
 }
 
+static void test_put_batch(void **state)
+{
+        struct fixture *f = *state;
+        enum { N = 12 };
+        static uint8_t bufs[N][7000];
+        struct cairn_digest ids[N];
+        struct cairn_cache_item items[N];
+        int results[N];
+        for (unsigned i = 0; i < N; i++) {
+                fill_entry(bufs[i], sizeof(bufs[i]), 500 + i, &ids[i]);
+                items[i] = (struct cairn_cache_item){.id = &ids[i], .data = bufs[i],
+                                                     .size = sizeof(bufs[i])};
+        }
+        /* One entry already there: the batch keeps it and counts it once. */
+        assert_int_equal(cairn_cache_put(f->cache, &ids[3], bufs[3], sizeof(bufs[3])), 0);
+        cairn_cache_put_batch(f->cache, items, N, results);
+        for (unsigned i = 0; i < N; i++) {
+                assert_int_equal(results[i], 0);
+                uint8_t out[7000];
+                assert_int_equal(cairn_cache_get(f->cache, &ids[i], out, sizeof(out)), 0);
+                assert_memory_equal(out, bufs[i], sizeof(out));
+        }
+        assert_int_equal(cairn_cache_usage(f->cache), N * cairn_cache_entry_bytes(7000));
+        assert_int_equal(chunks_on_disk(f->cdir), N * cairn_cache_entry_bytes(7000));
+        /* Nothing left behind in tmp/. */
+        char tmp[1300];
+        snprintf(tmp, sizeof(tmp), "%s/tmp", f->cdir);
+        DIR *d = opendir(tmp);
+        assert_non_null(d);
+        struct dirent *de;
+        while ((de = readdir(d)))
+                assert_true(de->d_name[0] == '.');
+        closedir(d);
+        /* Under a limit, a batch never takes the cache past it. */
+        struct cairn_cache *c = NULL;
+        struct cairn_cache_options o = {.max_bytes = 5 * cairn_cache_entry_bytes(7000) + 4096,
+                                        .no_free_floor = true};
+        char dir2[1300];
+        snprintf(dir2, sizeof(dir2), "%s/limited", f->dir);
+        assert_int_equal(cairn_cache_open_with(dir2, &o, &c), 0);
+        cairn_cache_put_batch(c, items, N, results);
+        assert_true(cairn_cache_usage(c) <= 5 * cairn_cache_entry_bytes(7000));
+        assert_true(chunks_on_disk(dir2) <= 5 * cairn_cache_entry_bytes(7000));
+        cairn_cache_free(c);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -784,6 +830,7 @@ int main(void)
             T(test_limit_across_processes),
             T(test_prune_and_verify),
             T(test_counter_recovers_from_lost_usage_file),
+            T(test_put_batch),
             cmocka_unit_test(test_default_dir_root),
             cmocka_unit_test(test_default_dir_non_root),
         };
