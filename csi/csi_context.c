@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cairn/ref.h"
+#include "cairn/parse.h"
 #include "csi_context.h"
 
 #define K8S_PREFIX "csi.storage.k8s.io/"
@@ -146,27 +147,22 @@ static int check_ref(const char *v, char *errbuf, size_t errlen)
 }
 
 /* The size syntax cairnfs takes: digits, an optional K/M/G, an optional "B"/"iB". */
+#define CSI_MEMORY_LIMIT_MAX (64ull << 30)
+
 static int check_size(const char *v, char *errbuf, size_t errlen)
 {
-        const char *p = v;
-        bool nonzero = false;
+        uint64_t size;
         char q[80];
 
-        for (; *p >= '0' && *p <= '9'; p++)
-                nonzero |= *p != '0';
-        if (p != v && p - v <= 12 && nonzero) {
-                if (*p && strchr("kKmMgG", *p)) {
-                        p++;
-                        if (strcmp(p, "iB") == 0 || strcmp(p, "ib") == 0)
-                                p += 2;
-                        else if (strcmp(p, "B") == 0 || strcmp(p, "b") == 0)
-                                p += 1;
-                }
-                if (*p == '\0')
-                        return 0;
-        }
+        /*
+         * The parser cairnfs itself uses, so what passes here cairnfs accepts;
+         * a pod may not ask a node daemon for more than CSI_MEMORY_LIMIT_MAX.
+         */
+        if (cairn_parse_size(v, CSI_MEMORY_LIMIT_MAX, &size) == 0 && size > 0)
+                return 0;
         snprintf(errbuf, errlen,
-                 "volume_context: invalid memory_limit '%s' (expected a size like 64M)",
+                 "volume_context: invalid memory_limit '%s' (expected a size like 64M, at "
+                 "most 64G)",
                  quote(v, q, sizeof(q)));
         return -EINVAL;
 }

@@ -39,6 +39,7 @@
 
 #include "cairn/cache.h"
 #include "cairn/log.h"
+#include "cairn/parse.h"
 #include "cairn/profile.h"
 #include "cairn/ref.h"
 #include "cairn/store.h"
@@ -262,100 +263,6 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
         }
 }
 
-/*
- * Parses leading decimal digits by hand (strtoull() would take a sign or
- * spaces and wrap).  -EINVAL without a digit, -ERANGE past UINT64_MAX.
- */
-static int parse_digits(const char *s, const char **ret_end, uint64_t *ret_value)
-{
-        uint64_t v = 0;
-
-        if (*s < '0' || *s > '9')
-                return -EINVAL;
-        for (; *s >= '0' && *s <= '9'; s++) {
-                unsigned d = (unsigned)(*s - '0');
-
-                if (v > (UINT64_MAX - d) / 10)
-                        return -ERANGE;
-                v = v * 10 + d;
-        }
-        *ret_end = s;
-        *ret_value = v;
-        return 0;
-}
-
-/*
- * "64M", "512k", "1GiB", "1048576", "4096B": binary multiples, like the
- * sizes `cairn mount` takes.  -EINVAL on anything else, -ERANGE past max.
- */
-static int parse_size(const char *s, uint64_t max, uint64_t *ret_size)
-{
-        const char *end;
-        unsigned shift = 0;
-        uint64_t v;
-        int r;
-
-        r = parse_digits(s, &end, &v);
-        if (r < 0)
-                return r;
-        switch (*end) {
-        case '\0':
-                break;
-        case 'b':
-        case 'B':
-                end++;
-                break;
-        case 'k':
-        case 'K':
-                shift = 10;
-                break;
-        case 'm':
-        case 'M':
-                shift = 20;
-                break;
-        case 'g':
-        case 'G':
-                shift = 30;
-                break;
-        case 't':
-        case 'T':
-                shift = 40;
-                break;
-        default:
-                return -EINVAL;
-        }
-        if (shift) {
-                end++;
-                if (strcasecmp(end, "ib") == 0)
-                        end += 2;
-                else if (strcasecmp(end, "b") == 0)
-                        end += 1;
-        }
-        if (*end != '\0')
-                return -EINVAL;
-        if (v > (max >> shift))
-                return -ERANGE;
-        *ret_size = v << shift;
-        return 0;
-}
-
-/* A plain decimal number in [min, max]; -EINVAL or -ERANGE. */
-static int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *ret_value)
-{
-        const char *end;
-        uint64_t v;
-        int r;
-
-        r = parse_digits(s, &end, &v);
-        if (r < 0)
-                return r;
-        if (*end != '\0')
-                return -EINVAL;
-        if (v < min || v > max)
-                return -ERANGE;
-        *ret_value = v;
-        return 0;
-}
 
 /*
  * The daemon changes to "/" when it detaches: a relative path given on the
@@ -605,7 +512,7 @@ static int resolve_settings(struct cairnfs_config *cfg, struct cairnfs_settings 
         }
 
         if (cfg->memory_limit) {
-                r = parse_size(cfg->memory_limit, SIZE_MAX, &v);
+                r = cairn_parse_size(cfg->memory_limit, SIZE_MAX, &v);
                 if (r < 0 || v == 0) {
                         cairn_err("invalid memory_limit '%s': expected a size like 64M",
                                   cfg->memory_limit);
@@ -614,7 +521,7 @@ static int resolve_settings(struct cairnfs_config *cfg, struct cairnfs_settings 
                 st->volume.memory_limit = (size_t)v;
         }
         if (cfg->cache_size) {
-                r = parse_size(cfg->cache_size, UINT64_MAX, &v);
+                r = cairn_parse_size(cfg->cache_size, UINT64_MAX, &v);
                 if (r < 0 || v == 0) {
                         cairn_err("invalid cache_size '%s': expected a size like 10G",
                                   cfg->cache_size);
@@ -623,7 +530,7 @@ static int resolve_settings(struct cairnfs_config *cfg, struct cairnfs_settings 
                 st->volume.cache_max_bytes = v;
         }
         if (cfg->cache_min_free) {
-                if (parse_uint(cfg->cache_min_free, 1, CACHE_MIN_FREE_MAX, &v) < 0) {
+                if (cairn_parse_uint(cfg->cache_min_free, 1, CACHE_MIN_FREE_MAX, &v) < 0) {
                         cairn_err("invalid cache_min_free '%s': expected a percentage, 1..%u",
                                   cfg->cache_min_free, CACHE_MIN_FREE_MAX);
                         return -EINVAL;
@@ -631,7 +538,7 @@ static int resolve_settings(struct cairnfs_config *cfg, struct cairnfs_settings 
                 st->volume.cache_min_free_percent = (unsigned)v;
         }
         if (cfg->deadline) {
-                if (parse_uint(cfg->deadline, 1, DEADLINE_MAX_S, &v) < 0) {
+                if (cairn_parse_uint(cfg->deadline, 1, DEADLINE_MAX_S, &v) < 0) {
                         cairn_err("invalid deadline '%s': expected whole seconds, 1..%u",
                                   cfg->deadline, DEADLINE_MAX_S);
                         return -EINVAL;
@@ -641,7 +548,7 @@ static int resolve_settings(struct cairnfs_config *cfg, struct cairnfs_settings 
                 st->volume.deadline_ms = st->store.deadline_ms;
         }
         if (cfg->connections) {
-                if (parse_uint(cfg->connections, 1, CONNECTIONS_MAX, &v) < 0) {
+                if (cairn_parse_uint(cfg->connections, 1, CONNECTIONS_MAX, &v) < 0) {
                         cairn_err("invalid connections '%s': expected 1..%u", cfg->connections,
                                   CONNECTIONS_MAX);
                         return -EINVAL;
@@ -756,7 +663,7 @@ static int resolve_settings(struct cairnfs_config *cfg, struct cairnfs_settings 
                 }
         }
         if (cfg->prefetch_rate) {
-                r = parse_size(cfg->prefetch_rate, UINT64_MAX, &v);
+                r = cairn_parse_size(cfg->prefetch_rate, UINT64_MAX, &v);
                 if (r < 0 || v == 0) {
                         cairn_err("invalid prefetch_rate '%s': expected bytes per second, "
                                   "like 200M",

@@ -23,6 +23,7 @@
 
 #include "cairn/log.h"
 #include "cairn/ref.h"
+#include "fdio.h"
 #include "store_backend.h"
 
 
@@ -79,22 +80,6 @@ static int mkdir_p_at(int dirfd, const char *rel)
                         if (saved == '\0')
                                 break;
                 }
-        }
-        return 0;
-}
-
-static int write_all(int fd, const void *data, size_t len)
-{
-        const uint8_t *p = data;
-        while (len) {
-                ssize_t n = write(fd, p, len);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                p += n;
-                len -= (size_t)n;
         }
         return 0;
 }
@@ -167,7 +152,7 @@ static int file_write_ref(struct cairn_store *s, const char *name, const char *t
         int fd = tmpfile_create(fs, tmp);
         if (fd < 0)
                 return fd;
-        r = write_all(fd, text, strlen(text));
+        r = cairn_write_all(fd, text, strlen(text));
         if (r >= 0 && fsync(fd) < 0)
                 r = -errno;
         close(fd);
@@ -284,7 +269,7 @@ static int file_remove_blob(struct cairn_store *s, const struct cairn_digest *d)
 static int file_writer_write(struct cairn_blob_writer *base, const void *data, size_t len)
 {
         struct file_blob_writer *w = (struct file_blob_writer *)base;
-        int r = write_all(w->fd, data, len);
+        int r = cairn_write_all(w->fd, data, len);
         if (r < 0)
                 return r;
         w->written += len;

@@ -43,6 +43,7 @@
 #include "cairn/ref.h"
 #include "cairn/s3.h"
 #include "cairn/sigv4.h"
+#include "fdio.h"
 #include "store_backend.h"
 
 #define MiB (1024ull * 1024)
@@ -498,22 +499,6 @@ struct s3_blob_writer {
         uint64_t written;
 };
 
-static int write_all(int fd, const void *data, size_t len)
-{
-        const uint8_t *p = data;
-        while (len) {
-                ssize_t n = write(fd, p, len);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                p += n;
-                len -= (size_t)n;
-        }
-        return 0;
-}
-
 /* An unnamed file under $TMPDIR: it vanishes with its last descriptor, whatever happens. */
 static int tmpfile_open(void)
 {
@@ -540,7 +525,7 @@ static int tmpfile_open(void)
 static int s3_writer_write(struct cairn_blob_writer *base, const void *data, size_t len)
 {
         struct s3_blob_writer *w = (struct s3_blob_writer *)base;
-        int r = write_all(w->fd, data, len);
+        int r = cairn_write_all(w->fd, data, len);
         if (r < 0)
                 return r;
         w->written += len;

@@ -18,6 +18,8 @@
 #include "cairn/store.h"
 #include "cairn/volume.h"
 
+#include "cairn/parse.h"
+
 #include "cli_util.h"
 
 static const char *cli_command_name;
@@ -83,93 +85,14 @@ int cli_getopt_error(int c, char **argv)
         return cli_usage_error("invalid option '%s'", arg);
 }
 
-/*
- * strtoull() accepts leading whitespace and a minus sign (and then wraps),
- * so the digits are checked by hand before trusting it.
- */
-static int parse_digits(const char *s, const char **ret_end, uint64_t *ret_value)
-{
-        uint64_t v = 0;
-        const char *p = s;
-
-        if (!isdigit((unsigned char)*p))
-                return -EINVAL;
-        for (; isdigit((unsigned char)*p); p++) {
-                unsigned d = (unsigned)(*p - '0');
-
-                if (v > (UINT64_MAX - d) / 10)
-                        return -ERANGE;
-                v = v * 10 + d;
-        }
-        *ret_end = p;
-        *ret_value = v;
-        return 0;
-}
-
 int cli_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *ret_value)
 {
-        const char *end;
-        uint64_t v;
-        int r;
-
-        r = parse_digits(s, &end, &v);
-        if (r < 0)
-                return r;
-        if (*end != '\0')
-                return -EINVAL;
-        if (v < min || v > max)
-                return -ERANGE;
-        *ret_value = v;
-        return 0;
+        return cairn_parse_uint(s, min, max, ret_value);
 }
 
 int cli_parse_size(const char *s, uint64_t max, uint64_t *ret_size)
 {
-        const char *end;
-        unsigned shift = 0;
-        uint64_t v;
-        int r;
-
-        r = parse_digits(s, &end, &v);
-        if (r < 0)
-                return r;
-        switch (toupper((unsigned char)*end)) {
-        case '\0':
-                break;
-        case 'B':
-                end++;
-                break;
-        case 'K':
-                shift = 10;
-                break;
-        case 'M':
-                shift = 20;
-                break;
-        case 'G':
-                shift = 30;
-                break;
-        case 'T':
-                shift = 40;
-                break;
-        default:
-                return -EINVAL;
-        }
-        if (shift > 0) {
-                end++;
-                if (strcasecmp(end, "ib") == 0)
-                        end += 2;
-                else if (strcasecmp(end, "b") == 0)
-                        end += 1;
-        }
-        if (*end != '\0')
-                return -EINVAL;
-        if (shift > 0 && v > (UINT64_MAX >> shift))
-                return -ERANGE;
-        v <<= shift;
-        if (v > max)
-                return -ERANGE;
-        *ret_size = v;
-        return 0;
+        return cairn_parse_size(s, max, ret_size);
 }
 
 int cli_parse_ref(const char *s, struct cairn_ref *ret_ref)
