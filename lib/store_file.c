@@ -39,7 +39,7 @@ struct file_store {
  * window is started while the build goes on (sync_file_range), so disk
  * writes overlap hashing and compression.
  */
-#define WRITEBACK_WINDOW (32u << 20)
+#define WRITEBACK_WINDOW (8u << 20)
 
 struct file_blob_writer {
         struct cairn_blob_writer base;
