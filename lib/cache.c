@@ -377,7 +377,8 @@ static uint64_t evict_round(struct cairn_cache *c, uint64_t want, struct cairn_c
                 if (shard_list(c, (start + i * 97u) % 256u, &cands, &n, &cap) < 0)
                         break;
         }
-        qsort(cands, n, sizeof(*cands), candidate_cmp);
+        if (n > 1) /* qsort(NULL, 0) is undefined */
+                qsort(cands, n, sizeof(*cands), candidate_cmp);
         for (size_t i = 0; i < n && freed < want; i++) {
                 if (entry_remove(c, cands[i].rel, cands[i].size) < 0)
                         continue;
@@ -817,7 +818,8 @@ int cairn_cache_prune(struct cairn_cache *cache, uint64_t target_bytes,
         uint64_t total = 0;
         for (size_t i = 0; i < n; i++)
                 total += file_entry_bytes(cands[i].size);
-        qsort(cands, n, sizeof(*cands), candidate_cmp);
+        if (n > 1) /* qsort(NULL, 0) is undefined */
+                qsort(cands, n, sizeof(*cands), candidate_cmp);
         for (size_t i = 0; i < n && total > target_bytes; i++) {
                 if (unlinkat(cache->dir_fd, cands[i].rel, 0) < 0)
                         continue;
