@@ -308,6 +308,24 @@ int cli_store_check(const char *url, const struct cli_store_args *args)
         return 0;
 }
 
+/*
+ * The URL as it may be shown: user information ("user:password@") is
+ * replaced by "***@", so that a secret typed into a URL never reaches a
+ * message.
+ */
+static const char *redact_url(const char *url, char *buf, size_t len)
+{
+        const char *host = strstr(url, "://");
+        if (!host)
+                return url;
+        host += 3;
+        const char *at = strchr(host, '@'), *slash = strchr(host, '/');
+        if (!at || (slash && slash < at))
+                return url;
+        snprintf(buf, len, "%.*s***%s", (int)(host - url), url, at);
+        return buf;
+}
+
 int cli_open_store(const char *url, const struct cli_store_args *args, bool create,
                    struct cairn_store **ret_store)
 {
@@ -325,10 +343,13 @@ int cli_open_store(const char *url, const struct cli_store_args *args, bool crea
         if (r >= 0)
                 return r;
         /* The store's reason may already name the store; don't say it twice. */
-        if (strncmp(errbuf, "cannot open store", 17) == 0)
+        if (strncmp(errbuf, "cannot open store", 17) == 0) {
                 cli_error("%s", errbuf);
-        else
-                cli_error("cannot open store '%s': %s", url, errbuf[0] ? errbuf : strerror(-r));
+        } else {
+                char shown[1024];
+                cli_error("cannot open store '%s': %s", redact_url(url, shown, sizeof(shown)),
+                          errbuf[0] ? errbuf : strerror(-r));
+        }
         return r;
 }
 
