@@ -326,6 +326,14 @@ static const char *redact_url(const char *url, char *buf, size_t len)
         return buf;
 }
 
+int cli_store_option_or_fail(struct cli_store_args *args, int c, const char *arg, char **argv)
+{
+        int r = cli_store_parse_option(args, c, arg);
+        if (r < 0)
+                return CLI_EXIT_USAGE;
+        return r == 0 ? cli_getopt_error(c, argv) : 0;
+}
+
 int cli_open_store(const char *url, const struct cli_store_args *args, bool create,
                    struct cairn_store **ret_store)
 {

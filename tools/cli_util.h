@@ -125,6 +125,13 @@ void cli_store_args_init(struct cli_store_args *args);
  */
 int cli_store_parse_option(struct cli_store_args *args, int c, const char *arg);
 
+/*
+ * For a command's getopt_long() default case: handles option c if it is a
+ * store flag (returns 0), else reports the bad or unknown option and
+ * returns the exit code to leave with.
+ */
+int cli_store_option_or_fail(struct cli_store_args *args, int c, const char *arg, char **argv);
+
 /* The "Store options" section of a command's --help. */
 void cli_store_help(FILE *out);
 

@@ -246,11 +246,9 @@ static int build_run(int argc, char **argv)
                         build_help(stdout);
                         return CLI_EXIT_OK;
                 default:
-                        r = cli_store_parse_option(&store_args, c, optarg);
-                        if (r < 0)
-                                return CLI_EXIT_USAGE;
-                        if (r == 0)
-                                return cli_getopt_error(c, argv);
+                        r = cli_store_option_or_fail(&store_args, c, optarg, argv);
+                        if (r)
+                                return r;
                         break;
                 }
         }

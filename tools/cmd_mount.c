@@ -399,13 +399,9 @@ static int mount_run(int argc, char **argv)
                         ret = CLI_EXIT_OK;
                         goto out;
                 default:
-                        r = cli_store_parse_option(&store_args, c, optarg);
-                        if (r < 0) {
-                                ret = CLI_EXIT_USAGE;
-                                goto out;
-                        }
-                        if (r == 0) {
-                                ret = cli_getopt_error(c, argv);
+                        r = cli_store_option_or_fail(&store_args, c, optarg, argv);
+                        if (r) {
+                                ret = r;
                                 goto out;
                         }
                         break;
