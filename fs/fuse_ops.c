@@ -313,14 +313,17 @@ struct read_op {
         uint32_t index;
         uint64_t off;
         size_t size;
-        uint8_t buf[];
 };
 
-static void read_done(void *ctx, ssize_t n)
+/*
+ * The reply is written straight from the volume's chunk buffers (pinned
+ * until this returns): one writev, no copy into a reply buffer.
+ */
+static void read_reply(void *ctx, const struct iovec *iov, unsigned iovcnt, ssize_t n)
 {
         struct read_op *op = ctx;
         if (n >= 0) {
-                fuse_reply_buf(op->req, (const char *)op->buf, (size_t)n);
+                fuse_reply_iov(op->req, iov, (int)iovcnt);
         } else {
                 if (n == -EIO)
                         log_read_error(op->fs, op->index, op->off, op->size, (int)n);
@@ -333,8 +336,8 @@ static void read_done(void *ctx, ssize_t n)
  * Reads never make a FUSE worker wait on the network: data already in
  * memory is answered on the spot, anything else is handed to the volume's
  * reader pool, which replies when the chunks arrive.  The kernel never
- * asks for more than max_read, and the cap bounds the buffer even if it
- * did.
+ * asks for more than max_read; the check keeps a bogus size from pinning
+ * more than that.
  */
 static void cairnfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                          struct fuse_file_info *fi)
@@ -351,14 +354,14 @@ static void cairnfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                 r = -EINVAL;
                 goto fail;
         }
-        struct read_op *op = malloc(sizeof(*op) + (size ? size : 1));
+        struct read_op *op = malloc(sizeof(*op));
         if (!op) {
                 r = -ENOMEM;
                 goto fail;
         }
         *op = (struct read_op){.req = req, .fs = fs, .index = index, .off = (uint64_t)off,
                                .size = size};
-        r = cairn_volume_read_async(fs->vol, index, (uint64_t)off, size, op->buf, read_done, op);
+        r = cairn_volume_read_pinned_async(fs->vol, index, (uint64_t)off, size, read_reply, op);
         if (r < 0) {
                 free(op);
                 goto fail;

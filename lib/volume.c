@@ -43,6 +43,8 @@ struct mem_chunk {
         enum chunk_state state;
         int error;                /* when CHUNK_FAILED */
         unsigned pins;            /* readers copying out of data */
+        uint32_t served;          /* bytes of it handed to readers so far (saturating) */
+        bool ahead;               /* fetched by read-ahead, not read yet */
         struct mem_chunk *hnext;  /* hash chain */
         struct mem_chunk *prev, *next; /* LRU list, most recent first */
 };
@@ -73,12 +75,17 @@ struct stream {
 };
 
 /*
- * Chunk and fetch buffers are recycled instead of going back to malloc:
+ * Chunk and fetch buffers are recycled instead of going back to the kernel:
  * at MiB sizes every fresh buffer is a new mapping whose pages fault in
  * (and are zeroed) one by one, which cost more CPU than hashing them.
- * Capacities are rounded to 1 MiB so that a buffer fits many chunk sizes.
- * The pool holds at most a quarter of the memory budget and counts
- * against it, so resident memory stays within memory_limit.
+ * Buffers are their own anonymous mappings: page-aligned, so that the
+ * chunk cache can read and write them with O_DIRECT, asked to be backed by
+ * huge pages (512 times fewer faults when one is fresh), and given back to
+ * the kernel at once when freed, so that resident memory follows the
+ * budget.  Capacities are rounded to 1 MiB so that a buffer fits many chunk
+ * sizes, and leave room for the cache entry trailer (cairn_cache_io_size).
+ * The pool holds at most a quarter of the memory budget and counts against
+ * it, so resident memory stays within memory_limit.
  */
 #define POOL_SLOTS 32
 #define BUF_ROUND (1u << 20)
@@ -431,11 +438,11 @@ void cairn_volume_free(struct cairn_volume *vol)
         pthread_mutex_destroy(&vol->record_lock);
         for (struct mem_chunk *c = vol->lru_head, *next; c; c = next) {
                 next = c->next;
-                free(c->data);
+                munmap(c->data, c->cap);
                 free(c);
         }
         for (unsigned i = 0; i < vol->pool_n; i++)
-                free(vol->pool[i]);
+                munmap(vol->pool[i], vol->pool_cap[i]);
         free(vol->buckets);
         if (vol->map)
                 munmap(vol->map, vol->map_size);
@@ -567,6 +574,17 @@ static void lru_push_front(struct cairn_volume *vol, struct mem_chunk *c)
                 vol->lru_tail = c;
 }
 
+static void lru_push_back(struct cairn_volume *vol, struct mem_chunk *c)
+{
+        c->next = NULL;
+        c->prev = vol->lru_tail;
+        if (vol->lru_tail)
+                vol->lru_tail->next = c;
+        vol->lru_tail = c;
+        if (!vol->lru_head)
+                vol->lru_head = c;
+}
+
 /*
  * Takes c out of the hash table and the LRU and stops counting its memory.
  * Its hnext then points to itself: "unlinked, still owned by a reader".
@@ -581,33 +599,105 @@ static void table_unlink(struct cairn_volume *vol, struct mem_chunk *c)
         lru_unlink(vol, c);
 }
 
-/* Called with lock held.  A buffer of at least n bytes, counted as in use. */
-static void *buf_get_locked(struct cairn_volume *vol, size_t n, size_t *ret_cap)
+/* A fresh buffer of cap bytes (a multiple of BUF_ROUND), or NULL. */
+static void *buf_map(size_t cap)
 {
-        size_t cap = (n + BUF_ROUND - 1) & ~(size_t)(BUF_ROUND - 1);
+        void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+                return NULL;
+        madvise(p, cap, MADV_HUGEPAGE); /* a hint: fine where huge pages are off */
+        return p;
+}
+
+/* The buffer capacity for n bytes: room for the cache trailer, rounded to BUF_ROUND. */
+static size_t buf_cap_for(size_t n)
+{
+        size_t io = (n + 16 + 4095) & ~(size_t)4095; /* TODO(merge): cairn_cache_io_size */
+        return (io + BUF_ROUND - 1) & ~(size_t)(BUF_ROUND - 1);
+}
+
+/* A recycled buffer of cap may serve a request for want when it wastes at most half. */
+static bool buf_fits(size_t cap, size_t want)
+{
+        return cap >= want && cap <= 2 * want;
+}
+
+/*
+ * The least recently used entry that may go (loaded, unpinned), or NULL.
+ * With spare_ahead, read-ahead that no reader has reached yet is kept:
+ * more read-ahead must not push out the read-ahead a reader needs next.
+ * Lock held.
+ */
+static struct mem_chunk *evict_candidate_locked(struct cairn_volume *vol, bool spare_ahead)
+{
+        for (struct mem_chunk *c = vol->lru_tail; c; c = c->prev)
+                if (c->pins == 0 && c->state != CHUNK_LOADING && !(spare_ahead && c->ahead))
+                        return c;
+        return NULL;
+}
+
+/*
+ * Called with lock held.  A buffer of at least n bytes, counted as in use,
+ * or NULL.  Memory is recycled wherever it can be: a pooled buffer of a
+ * fitting size first; else, while a fresh buffer would not fit the budget,
+ * pooled buffers go back to the kernel and the least recently used entries
+ * are evicted, the first whose buffer fits being reused as it is.  Only
+ * then is a buffer mapped.  With within_budget (read-ahead) that happens
+ * only inside the budget; readers get their buffer regardless, so that a
+ * budget full of pinned chunks slows reads down but never fails them.
+ */
+static void *buf_get_locked(struct cairn_volume *vol, size_t n, bool within_budget,
+                            size_t *ret_cap)
+{
+        size_t want = buf_cap_for(n);
         int best = -1;
         for (unsigned i = 0; i < vol->pool_n; i++)
-                if (vol->pool_cap[i] >= cap && (best < 0 || vol->pool_cap[i] < vol->pool_cap[best]))
+                if (buf_fits(vol->pool_cap[i], want) &&
+                    (best < 0 || vol->pool_cap[i] < vol->pool_cap[best]))
                         best = (int)i;
-        void *p;
-        if (best >= 0 && vol->pool_cap[best] <= 2 * cap) {
-                p = vol->pool[best];
-                cap = vol->pool_cap[best];
+        if (best >= 0) {
+                void *p = vol->pool[best];
+                size_t cap = vol->pool_cap[best];
                 vol->pool_bytes -= cap;
                 vol->pool_n--;
                 vol->pool[best] = vol->pool[vol->pool_n];
                 vol->pool_cap[best] = vol->pool_cap[vol->pool_n];
-        } else {
-                p = malloc(cap ? cap : 1);
-                if (!p)
-                        return NULL;
+                vol->mem_used += cap;
+                *ret_cap = cap;
+                return p;
         }
-        vol->mem_used += cap;
-        *ret_cap = cap;
+        while (vol->mem_used + vol->pool_bytes + want > vol->mem_limit) {
+                if (vol->pool_n) {
+                        vol->pool_n--;
+                        vol->pool_bytes -= vol->pool_cap[vol->pool_n];
+                        munmap(vol->pool[vol->pool_n], vol->pool_cap[vol->pool_n]);
+                        continue;
+                }
+                struct mem_chunk *c = evict_candidate_locked(vol, within_budget);
+                if (!c)
+                        break;
+                table_unlink(vol, c);
+                void *p = c->data;
+                size_t cap = c->cap;
+                free(c);
+                if (buf_fits(cap, want)) {
+                        *ret_cap = cap; /* stays counted in mem_used */
+                        return p;
+                }
+                vol->mem_used -= cap;
+                munmap(p, cap);
+        }
+        if (within_budget && vol->mem_used + vol->pool_bytes + want > vol->mem_limit)
+                return NULL;
+        void *p = buf_map(want);
+        if (!p)
+                return NULL;
+        vol->mem_used += want;
+        *ret_cap = want;
         return p;
 }
 
-/* Called with lock held.  Returns a buffer to the pool, or to malloc when the pool is full. */
+/* Called with lock held.  Returns a buffer to the pool, or to the kernel when the pool is full. */
 static void buf_put_locked(struct cairn_volume *vol, void *p, size_t cap)
 {
         vol->mem_used -= cap;
@@ -617,14 +707,14 @@ static void buf_put_locked(struct cairn_volume *vol, void *p, size_t cap)
                 vol->pool_cap[vol->pool_n++] = cap;
                 vol->pool_bytes += cap;
         } else {
-                free(p);
+                munmap(p, cap);
         }
 }
 
 static void *buf_get(struct cairn_volume *vol, size_t n, size_t *ret_cap)
 {
         pthread_mutex_lock(&vol->lock);
-        void *p = buf_get_locked(vol, n, ret_cap);
+        void *p = buf_get_locked(vol, n, false, ret_cap);
         pthread_mutex_unlock(&vol->lock);
         return p;
 }
@@ -649,23 +739,23 @@ static void table_remove(struct cairn_volume *vol, struct mem_chunk *c)
         free_entry(vol, c);
 }
 
-/*
- * Makes room for need more bytes within the budget: pooled buffers go
- * first, then unpinned, loaded entries from the LRU tail.
- */
-static void table_make_room(struct cairn_volume *vol, size_t need)
+/* Gives memory back until the budget holds again (pooled buffers first, then LRU entries). */
+static void table_trim_locked(struct cairn_volume *vol)
 {
-        while (vol->pool_n && vol->mem_used + vol->pool_bytes + need > vol->mem_limit) {
-                vol->pool_n--;
-                vol->pool_bytes -= vol->pool_cap[vol->pool_n];
-                free(vol->pool[vol->pool_n]);
-        }
-        struct mem_chunk *c = vol->lru_tail;
-        while (c && vol->mem_used + need > vol->mem_limit) {
-                struct mem_chunk *prev = c->prev;
-                if (c->pins == 0 && c->state != CHUNK_LOADING)
-                        table_remove(vol, c);
-                c = prev;
+        while (vol->mem_used + vol->pool_bytes > vol->mem_limit) {
+                if (vol->pool_n) {
+                        vol->pool_n--;
+                        vol->pool_bytes -= vol->pool_cap[vol->pool_n];
+                        munmap(vol->pool[vol->pool_n], vol->pool_cap[vol->pool_n]);
+                        continue;
+                }
+                struct mem_chunk *c = evict_candidate_locked(vol, false);
+                if (!c)
+                        break;
+                table_unlink(vol, c);
+                vol->mem_used -= c->cap;
+                munmap(c->data, c->cap);
+                free(c);
         }
 }
 
@@ -717,6 +807,8 @@ static void chunk_release(struct cairn_volume *vol, struct mem_chunk *c);
 struct batch {
         uint64_t first;
         unsigned n;
+        bool ahead;       /* read-ahead for a reader: entries start as not read yet */
+        int cached[BATCH_MAX]; /* set by batch_fetch: 0 stored in the on-disk cache, or -errno */
         struct mem_chunk *entries[BATCH_MAX];
 };
 
@@ -725,12 +817,17 @@ static bool can_join(const struct cairn_manifest_chunk *prev, const struct cairn
         return c->blob == prev->blob && c->blob_offset == prev->blob_offset + prev->stored_size;
 }
 
+/*
+ * A new LOADING entry for mc with pins pins, or NULL (no memory; with
+ * within_budget, also when the budget is full of entries in use).
+ */
 static struct mem_chunk *entry_new_locked(struct cairn_volume *vol,
-                                          const struct cairn_manifest_chunk *mc, unsigned pins)
+                                          const struct cairn_manifest_chunk *mc, unsigned pins,
+                                          bool within_budget)
 {
         struct mem_chunk *c = calloc(1, sizeof(*c));
         size_t cap = 0;
-        uint8_t *data = c ? buf_get_locked(vol, mc->size, &cap) : NULL;
+        uint8_t *data = c ? buf_get_locked(vol, mc->size, within_budget, &cap) : NULL;
         if (!data) {
                 free(c);
                 return NULL;
@@ -765,15 +862,12 @@ static void batch_extend_locked(struct cairn_volume *vol, struct batch *b)
                         break;
                 if (table_find(vol, &c->id))
                         break;
-                if (vol->mem_used + c->size > vol->mem_limit)
-                        table_make_room(vol, c->size);
-                if (vol->mem_used + c->size > vol->mem_limit)
-                        break;
                 if (vol->cache && cairn_cache_contains(vol->cache, &c->id))
                         break;
-                struct mem_chunk *e = entry_new_locked(vol, c, 0);
+                struct mem_chunk *e = entry_new_locked(vol, c, 0, true);
                 if (!e)
                         break;
+                e->ahead = b->ahead;
                 b->entries[b->n++] = e;
                 bytes += c->stored_size;
         }
@@ -840,29 +934,17 @@ static int batch_fetch(struct cairn_volume *vol, struct batch *b, uint64_t deadl
                 }
                 buf_put(vol, buf, buf_cap);
         }
-        if (vol->cache) {
-                /* Every verified chunk of the batch goes to the cache in one submission. */
-                struct cairn_cache_item items[BATCH_MAX];
-                int written[BATCH_MAX];
-                unsigned k = 0;
-                for (unsigned i = 0; i < b->n; i++)
-                        if (result[i] >= 0)
-                                items[k++] = (struct cairn_cache_item){
-                                        .id = &b->entries[i]->id,
-                                        .data = b->entries[i]->data,
-                                        .size = b->entries[i]->size,
-                                };
-                cairn_cache_put_batch(vol->cache, items, k, written);
-                for (unsigned i = 0; i < k; i++)
-                        if (written[i] < 0)
-                                cairn_debug("cache: cannot store chunk: %s", strerror(-written[i]));
-        }
-
+        /*
+         * Verified chunks are published first, so that readers waiting for them
+         * go on while the batch is written to the cache; the entries stay
+         * pinned until the write is done.
+         */
         pthread_mutex_lock(&vol->lock);
         for (unsigned i = 0; i < b->n; i++) {
                 struct mem_chunk *e = b->entries[i];
                 if (result[i] >= 0) {
                         e->state = CHUNK_READY;
+                        e->pins++;
                         continue;
                 }
                 e->state = CHUNK_FAILED;
@@ -873,6 +955,34 @@ static int batch_fetch(struct cairn_volume *vol, struct batch *b, uint64_t deadl
         }
         pthread_cond_broadcast(&vol->loaded);
         pthread_mutex_unlock(&vol->lock);
+
+        for (unsigned i = 0; i < b->n; i++)
+                b->cached[i] = vol->cache ? -EIO : -EINVAL;
+        if (vol->cache) {
+                /* Every verified chunk of the batch goes to the cache in one submission. */
+                struct cairn_cache_item items[BATCH_MAX];
+                unsigned at[BATCH_MAX];
+                int written[BATCH_MAX];
+                unsigned k = 0;
+                for (unsigned i = 0; i < b->n; i++)
+                        if (result[i] >= 0) {
+                                at[k] = i;
+                                items[k++] = (struct cairn_cache_item){
+                                        .id = &b->entries[i]->id,
+                                        .data = b->entries[i]->data,
+                                        .size = b->entries[i]->size,
+                                };
+                        }
+                cairn_cache_put_batch(vol->cache, items, k, written);
+                for (unsigned i = 0; i < k; i++) {
+                        b->cached[at[i]] = written[i] < 0 ? written[i] : 0;
+                        if (written[i] < 0)
+                                cairn_debug("cache: cannot store chunk: %s", strerror(-written[i]));
+                }
+        }
+        for (unsigned i = 0; i < b->n; i++)
+                if (result[i] >= 0)
+                        chunk_release(vol, b->entries[i]);
         return result[0] >= 0 ? 0 : (r == -ENOMEM ? r : -EIO);
 }
 
@@ -952,9 +1062,8 @@ static int chunk_acquire(struct cairn_volume *vol, uint64_t chunk, uint64_t dead
                 return -EWOULDBLOCK;
         }
 
-        table_make_room(vol, mc->size);
         struct batch b = {.first = chunk, .n = 1};
-        c = entry_new_locked(vol, mc, 1);
+        c = entry_new_locked(vol, mc, 1, false);
         if (!c) {
                 pthread_mutex_unlock(&vol->lock);
                 return -ENOMEM;
@@ -980,8 +1089,8 @@ static void chunk_release(struct cairn_volume *vol, struct mem_chunk *c)
                         table_remove(vol, c);
                 else
                         free_entry(vol, c);
-        } else if (c->pins == 0 && vol->mem_used > vol->mem_limit) {
-                table_make_room(vol, 0);
+        } else if (c->pins == 0 && vol->mem_used + vol->pool_bytes > vol->mem_limit) {
+                table_trim_locked(vol);
         }
         pthread_mutex_unlock(&vol->lock);
 }
@@ -1045,13 +1154,12 @@ static void *prefetch_main(void *arg)
                 const struct cairn_manifest_chunk *mc = &vol->manifest.chunks[idx];
                 if (table_find(vol, &mc->id))
                         continue; /* loaded, loading, or joined another batch */
-                table_make_room(vol, mc->size);
-                if (vol->mem_used + mc->size > vol->mem_limit)
-                        continue; /* read-ahead never pushes past the budget */
-                struct mem_chunk *c = entry_new_locked(vol, mc, 1);
+                /* Read-ahead never pushes past the budget. */
+                struct mem_chunk *c = entry_new_locked(vol, mc, 1, true);
                 if (!c)
                         continue;
-                struct batch b = {.first = idx, .n = 1, .entries = {c}};
+                c->ahead = true;
+                struct batch b = {.first = idx, .n = 1, .ahead = true, .entries = {c}};
                 pthread_mutex_unlock(&vol->lock);
                 /* Failures are not reported: the reader retries when it gets there. */
                 chunk_fill(vol, &b, now_ns() + vol->deadline_ns, true);
@@ -1145,12 +1253,93 @@ static void prefetch_note(struct cairn_volume *vol, uint32_t ino, uint64_t off, 
 }
 
 /*
- * A read; nonblock: only from chunks already in memory, else -EWOULDBLOCK.
- * deadline: absolute, taken when the request arrived (time spent queued
- * counts); 0 means now + the volume's deadline.
+ * Where a read's bytes are: in pinned chunk buffers (handed to the reply
+ * as they are, no copy) or, for the synchronous API and for reads that
+ * span more chunks than PIN_SEGMENTS (volumes built with tiny chunks),
+ * copied into a flat buffer.
+ */
+#define PIN_SEGMENTS 16
+
+struct read_sink {
+        uint8_t *buf;                 /* copy mode: the flat destination */
+        bool owned;                   /* buf was allocated here (pin overflow) */
+        unsigned n;                   /* pinned segments */
+        struct mem_chunk *pinned[PIN_SEGMENTS];
+        struct iovec iov[PIN_SEGMENTS];
+};
+
+static void sink_release(struct cairn_volume *vol, struct read_sink *k)
+{
+        for (unsigned i = 0; i < k->n; i++)
+                chunk_release(vol, k->pinned[i]);
+        k->n = 0;
+        if (k->owned) {
+                free(k->buf);
+                k->buf = NULL;
+                k->owned = false;
+        }
+}
+
+/*
+ * Takes n bytes at data (inside pinned chunk c) as the next part of a read
+ * of len bytes, done of which are taken.  The sink keeps c pinned, or
+ * copies and releases it.  -ENOMEM leaves c to the caller.
+ */
+static int sink_take(struct cairn_volume *vol, struct read_sink *k, struct mem_chunk *c,
+                     const uint8_t *data, size_t n, size_t done, size_t len)
+{
+        if (!k->buf && k->n == PIN_SEGMENTS) {
+                /* Too many pieces: switch this read to a flat copy. */
+                uint8_t *flat = malloc(len);
+                if (!flat)
+                        return -ENOMEM;
+                size_t at = 0;
+                for (unsigned i = 0; i < k->n; i++) {
+                        memcpy(flat + at, k->iov[i].iov_base, k->iov[i].iov_len);
+                        at += k->iov[i].iov_len;
+                        chunk_release(vol, k->pinned[i]);
+                }
+                k->n = 0;
+                k->buf = flat;
+                k->owned = true;
+        }
+        if (k->buf) {
+                memcpy(k->buf + done, data, n);
+                chunk_release(vol, c);
+                return 0;
+        }
+        k->pinned[k->n] = c;
+        k->iov[k->n] = (struct iovec){.iov_base = (void *)data, .iov_len = n};
+        k->n++;
+        return 0;
+}
+
+/*
+ * Notes that a reader was handed n more bytes of c.  A chunk read to its
+ * end goes to the cold end of the LRU: streams rarely come back to it (the
+ * kernel's page cache has those pages), so it should go before chunks that
+ * readers have not reached yet.
+ */
+static void chunk_served(struct cairn_volume *vol, struct mem_chunk *c, size_t n)
+{
+        pthread_mutex_lock(&vol->lock);
+        c->ahead = false;
+        c->served = n >= c->size - c->served ? c->size : c->served + (uint32_t)n;
+        if (c->served == c->size && c->hnext != c) {
+                lru_unlink(vol, c);
+                lru_push_back(vol, c);
+        }
+        pthread_mutex_unlock(&vol->lock);
+}
+
+/*
+ * A read of up to len bytes into the sink; nonblock: only from chunks
+ * already in memory, else -EWOULDBLOCK.  deadline: absolute, taken when the
+ * request arrived (time spent queued counts); 0 means now + the volume's
+ * deadline.  On failure the sink holds nothing.
  */
 static ssize_t volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off, size_t len,
-                           void *buf, bool nonblock, uint64_t deadline)
+                           struct read_sink *k, bool nonblock, uint64_t deadline)
 {
         const struct cairn_manifest *m = &vol->manifest;
         uint64_t idx;
@@ -1184,14 +1373,21 @@ static ssize_t volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off,
                  * Never return a short count for a failed chunk: to the kernel a
                  * short read means end of file, and it would zero-fill the rest.
                  */
-                if (r < 0)
+                if (r < 0) {
+                        sink_release(vol, k);
                         return r == -ENOMEM || r == -EWOULDBLOCK ? r : -EIO;
+                }
                 uint64_t in_chunk = off + done - mc->file_offset;
                 size_t n = mc->size - in_chunk;
                 if (n > len - done)
                         n = len - done;
-                memcpy((uint8_t *)buf + done, c->data + in_chunk, n);
-                chunk_release(vol, c);
+                chunk_served(vol, c, n);
+                r = sink_take(vol, k, c, c->data + in_chunk, n, done, len);
+                if (r < 0) {
+                        chunk_release(vol, c);
+                        sink_release(vol, k);
+                        return r;
+                }
                 if (vol->record_path)
                         profile_record(vol, idx);
                 done += n;
@@ -1204,7 +1400,23 @@ static ssize_t volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off,
 ssize_t cairn_volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off, size_t len,
                           void *buf)
 {
-        return volume_read(vol, ino, off, len, buf, false, 0);
+        struct read_sink k = {.buf = buf};
+        return volume_read(vol, ino, off, len, &k, false, 0);
+}
+
+/* Hands a finished read to its reply and lets go of its chunks. */
+static void read_reply(struct cairn_volume *vol, struct read_sink *k, ssize_t n,
+                       cairn_volume_reply_fn reply, void *ctx)
+{
+        if (n <= 0) {
+                reply(ctx, NULL, 0, n);
+        } else if (k->buf) {
+                struct iovec one = {.iov_base = k->buf, .iov_len = (size_t)n};
+                reply(ctx, &one, 1, n);
+        } else {
+                reply(ctx, k->iov, k->n, n);
+        }
+        sink_release(vol, k);
 }
 
 /* ---- asynchronous reads ---- */
@@ -1215,8 +1427,7 @@ struct read_req {
         uint32_t ino;
         uint64_t off;
         size_t len;
-        void *buf;
-        cairn_volume_read_done_fn done;
+        cairn_volume_reply_fn reply;
         void *ctx;
 };
 
@@ -1234,10 +1445,11 @@ static void *reader_main(void *arg)
                 if (!vol->rq_head)
                         vol->rq_tail = NULL;
                 pthread_mutex_unlock(&vol->lock);
+                struct read_sink k = {0};
                 ssize_t n = vol->stopping ? -ECANCELED
-                                          : volume_read(vol, q->ino, q->off, q->len, q->buf, false,
+                                          : volume_read(vol, q->ino, q->off, q->len, &k, false,
                                                         q->deadline);
-                q->done(q->ctx, n);
+                read_reply(vol, &k, n, q->reply, q->ctx);
                 free(q);
                 pthread_mutex_lock(&vol->lock);
         }
@@ -1245,20 +1457,21 @@ static void *reader_main(void *arg)
         return NULL;
 }
 
-int cairn_volume_read_async(struct cairn_volume *vol, uint32_t ino, uint64_t off, size_t len,
-                            void *buf, cairn_volume_read_done_fn done, void *ctx)
+int cairn_volume_read_pinned_async(struct cairn_volume *vol, uint32_t ino, uint64_t off,
+                                   size_t len, cairn_volume_reply_fn reply, void *ctx)
 {
         uint64_t deadline = now_ns() + vol->deadline_ns;
-        ssize_t n = volume_read(vol, ino, off, len, buf, true, 0);
+        struct read_sink k = {0};
+        ssize_t n = volume_read(vol, ino, off, len, &k, true, 0);
         if (n != -EWOULDBLOCK) {
-                done(ctx, n);
+                read_reply(vol, &k, n, reply, ctx);
                 return 0;
         }
         struct read_req *q = malloc(sizeof(*q));
         if (!q)
                 return -ENOMEM;
         *q = (struct read_req){.deadline = deadline, .ino = ino, .off = off, .len = len,
-                               .buf = buf, .done = done, .ctx = ctx};
+                               .reply = reply, .ctx = ctx};
         pthread_mutex_lock(&vol->lock);
         if (vol->stopping) {
                 pthread_mutex_unlock(&vol->lock);
@@ -1276,7 +1489,8 @@ int cairn_volume_read_async(struct cairn_volume *vol, uint32_t ino, uint64_t off
         if (vol->nreaders == 0) {
                 pthread_mutex_unlock(&vol->lock);
                 free(q);
-                done(ctx, volume_read(vol, ino, off, len, buf, false, deadline));
+                n = volume_read(vol, ino, off, len, &k, false, deadline);
+                read_reply(vol, &k, n, reply, ctx);
                 return 0;
         }
         if (vol->rq_tail)
@@ -1287,6 +1501,38 @@ int cairn_volume_read_async(struct cairn_volume *vol, uint32_t ino, uint64_t off
         pthread_cond_signal(&vol->rq_cond);
         pthread_mutex_unlock(&vol->lock);
         return 0;
+}
+
+/* cairn_volume_read_async on top of the pinned reads: the reply copies into buf. */
+struct copy_read {
+        void *buf;
+        cairn_volume_read_done_fn done;
+        void *ctx;
+};
+
+static void copy_reply(void *ctx, const struct iovec *iov, unsigned iovcnt, ssize_t result)
+{
+        struct copy_read *cr = ctx;
+        size_t at = 0;
+        for (unsigned i = 0; i < iovcnt; i++) {
+                memcpy((uint8_t *)cr->buf + at, iov[i].iov_base, iov[i].iov_len);
+                at += iov[i].iov_len;
+        }
+        cr->done(cr->ctx, result);
+        free(cr);
+}
+
+int cairn_volume_read_async(struct cairn_volume *vol, uint32_t ino, uint64_t off, size_t len,
+                            void *buf, cairn_volume_read_done_fn done, void *ctx)
+{
+        struct copy_read *cr = malloc(sizeof(*cr));
+        if (!cr)
+                return -ENOMEM;
+        *cr = (struct copy_read){.buf = buf, .done = done, .ctx = ctx};
+        int r = cairn_volume_read_pinned_async(vol, ino, off, len, copy_reply, cr);
+        if (r < 0)
+                free(cr);
+        return r;
 }
 
 /* ---- warm ---- */
@@ -1319,6 +1565,32 @@ static void warm_settle(struct warm *w, const struct cairn_manifest_chunk *c, in
         w->p.bytes_fetched += fetched_bytes;
         w->p.stored_fetched += stored;
         pthread_mutex_unlock(&w->lock);
+}
+
+/*
+ * Lets go of a warm batch: its chunks are in the cache now, so their
+ * memory is the first to be reused (the LRU's cold end), not kept from
+ * readers.  entries[0] is ours (pinned); the others may have been taken
+ * by readers or evicted already, so they are looked up again.
+ */
+static void warm_release(struct cairn_volume *vol, struct batch *b)
+{
+        const struct cairn_manifest *m = &vol->manifest;
+        pthread_mutex_lock(&vol->lock);
+        for (unsigned k = 1; k < b->n; k++) {
+                struct mem_chunk *e = table_find(vol, &m->chunks[b->first + k].id);
+                if (e && e->state == CHUNK_READY && e->pins == 0 && e->served == 0) {
+                        lru_unlink(vol, e);
+                        lru_push_back(vol, e);
+                }
+        }
+        struct mem_chunk *c = b->entries[0];
+        if (c->state == CHUNK_READY && c->pins == 1 && c->served == 0 && c->hnext != c) {
+                lru_unlink(vol, c);
+                lru_push_back(vol, c);
+        }
+        pthread_mutex_unlock(&vol->lock);
+        chunk_release(vol, c);
 }
 
 static void *warm_main(void *arg)
@@ -1369,8 +1641,7 @@ static void *warm_main(void *arg)
                         warm_settle(w, mc, r, 0, 0, 0);
                         continue;
                 }
-                table_make_room(vol, mc->size);
-                c = entry_new_locked(vol, mc, 1);
+                c = entry_new_locked(vol, mc, 1, false);
                 if (!c) {
                         pthread_mutex_unlock(&vol->lock);
                         warm_settle(w, mc, -ENOMEM, 0, 0, 0);
@@ -1386,12 +1657,15 @@ static void *warm_main(void *arg)
                 for (unsigned k = 0; k < b.n; k++) {
                         const struct cairn_manifest_chunk *bc = &m->chunks[b.first + k];
                         stored += bc->stored_size;
-                        if (b.entries[k]->state == CHUNK_READY) {
+                        /* Fetched means in the cache now: a refused write (full) is no success. */
+                        if (b.cached[k] == 0) {
                                 chunks++;
                                 bytes += bc->size;
                         }
                 }
-                chunk_release(vol, c);
+                if (r >= 0 && b.cached[0] < 0)
+                        r = b.cached[0];
+                warm_release(vol, &b);
                 warm_settle(w, mc, r, chunks, bytes, stored);
         }
         pthread_mutex_lock(&w->lock);

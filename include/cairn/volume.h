@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "cairn/digest.h"
 #include "cairn/manifest.h"
@@ -82,6 +83,19 @@ ssize_t cairn_volume_read(struct cairn_volume *vol, uint32_t ino, uint64_t off, 
 typedef void (*cairn_volume_read_done_fn)(void *ctx, ssize_t result);
 int cairn_volume_read_async(struct cairn_volume *vol, uint32_t ino, uint64_t off, size_t len,
                             void *buf, cairn_volume_read_done_fn done, void *ctx);
+
+/*
+ * The same without a copy: reply(ctx, iov, iovcnt, result) gets the bytes
+ * where they lie in the volume's chunk buffers, which stay valid (pinned)
+ * only until reply returns; result is the byte count (the sum of the
+ * iovecs), 0 at end of file, or -errno with no iovecs.  FUSE replies with
+ * writev straight from them.  Runs like cairn_volume_read_async(): on the
+ * calling thread when everything was in memory, else on a pool thread.
+ */
+typedef void (*cairn_volume_reply_fn)(void *ctx, const struct iovec *iov, unsigned iovcnt,
+                                      ssize_t result);
+int cairn_volume_read_pinned_async(struct cairn_volume *vol, uint32_t ino, uint64_t off,
+                                   size_t len, cairn_volume_reply_fn reply, void *ctx);
 
 /* Progress and result of cairn_volume_warm(). */
 struct cairn_warm_progress {
