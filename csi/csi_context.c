@@ -12,6 +12,7 @@
 
 #include "cairn/ref.h"
 #include "cairn/parse.h"
+#include "cairn/volume.h"
 #include "csi_context.h"
 
 #define K8S_PREFIX "csi.storage.k8s.io/"
@@ -158,11 +159,12 @@ static int check_size(const char *v, char *errbuf, size_t errlen)
          * The parser cairnfs itself uses, so what passes here cairnfs accepts;
          * a pod may not ask a node daemon for more than CSI_MEMORY_LIMIT_MAX.
          */
-        if (cairn_parse_size(v, CSI_MEMORY_LIMIT_MAX, &size) == 0 && size > 0)
+        if (cairn_parse_size(v, CSI_MEMORY_LIMIT_MAX, &size) == 0 &&
+            size >= CAIRN_DAEMON_MEMORY_MIN)
                 return 0;
         snprintf(errbuf, errlen,
-                 "volume_context: invalid memory_limit '%s' (expected a size like 64M, at "
-                 "most 64G)",
+                 "volume_context: invalid memory_limit '%s' (expected a size like 256M, at "
+                 "least 64M, at most 64G)",
                  quote(v, q, sizeof(q)));
         return -EINVAL;
 }

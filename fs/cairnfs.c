@@ -170,7 +170,7 @@ static void usage(FILE *f)
               "  -o cache_size=SIZE    most the chunk cache may hold (default: no limit)\n"
               "  -o cache_min_free=PCT keep PCT% of the cache's filesystem free, 1..90\n"
               "                        (default: 10)\n"
-              "  -o memory_limit=SIZE  decoded chunks kept in memory (default: 128M)\n"
+              "  -o memory_limit=SIZE  resident memory of the daemon (default: 128M, at least 64M)\n"
               "  -o deadline=SECONDS   a read that takes longer fails with EIO, 1..3600\n"
               "                        (default: 30)\n"
               "  -o prefetch=MODE      auto: replay the volume's stored access profile\n"
@@ -518,8 +518,17 @@ static int resolve_settings(struct cairnfs_config *cfg, struct cairnfs_settings 
                                   cfg->memory_limit);
                         return -EINVAL;
                 }
+                if (v < CAIRN_DAEMON_MEMORY_MIN) {
+                        cairn_err("memory_limit '%s' is too small: at least %uM",
+                                  cfg->memory_limit, CAIRN_DAEMON_MEMORY_MIN >> 20);
+                        return -EINVAL;
+                }
                 st->volume.memory_limit = (size_t)v;
         }
+        /* The limit is the daemon's; decoded chunks get what the rest leaves. */
+        st->volume.memory_limit = (st->volume.memory_limit ? st->volume.memory_limit
+                                                           : CAIRN_VOLUME_MEMORY_DEFAULT) -
+                                  CAIRN_DAEMON_MEMORY_OVERHEAD;
         if (cfg->cache_size) {
                 r = cairn_parse_size(cfg->cache_size, UINT64_MAX, &v);
                 if (r < 0 || v == 0) {

@@ -63,7 +63,7 @@ static void mount_help(FILE *out)
               "                             user of DIR (default: no limit)\n"
               "      --cache-min-free PCT   Keep PCT% of the cache's filesystem free,\n"
               "                             1..90 (default 10)\n"
-              "  -m, --memory-limit SIZE    Memory for decoded chunks (default 128M)\n"
+              "  -m, --memory-limit SIZE    Resident memory of the daemon (default 128M)\n"
               "      --prefetch MODE        auto: replay the volume's stored access\n"
               "                             profile (default); all: fetch the whole\n"
               "                             volume into the cache in the background;\n"

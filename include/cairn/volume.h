@@ -33,6 +33,18 @@ struct cairn_volume_options {
 };
 
 #define CAIRN_VOLUME_MEMORY_DEFAULT (128u * 1024 * 1024)
+/*
+ * A daemon's memory_limit (cairnfs, and cairn-csi's volume_context) bounds
+ * its resident memory, not only its chunk buffers: this much is set aside
+ * for everything else (code and libraries, FUSE request buffers, libcurl's
+ * buffers, thread stacks, allocator slack), about the resident size of a
+ * daemon with its chunk budget full, rounded up (docs/BENCHMARKS.md).
+ * Pages of the mapped manifest are page cache the kernel reclaims at will
+ * and are not counted.  The minimum leaves chunks 32 MiB: four of the
+ * largest.
+ */
+#define CAIRN_DAEMON_MEMORY_OVERHEAD (32u << 20)
+#define CAIRN_DAEMON_MEMORY_MIN (64u << 20)
 #define CAIRN_VOLUME_DEADLINE_DEFAULT_MS 30000u
 #define CAIRN_VOLUME_COALESCE_DEFAULT (16u * 1024 * 1024)
 /* Refetches of a range whose bytes failed verification, within the deadline. */

@@ -75,6 +75,11 @@ expect_failure "cairnfs with a source without '#'" "$CAIRNFS" "$STORE" "$MP" -o 
 expect_failure "cairnfs with a missing store" \
         "$CAIRNFS" "$T/nowhere#$REF" "$MP" -o "cache_dir=$T/cache"
 ! is_mounted "$MP" || { track_mount "$MP"; fail "$MP is mounted after a failed mount"; }
+expect_failure "cairnfs with a memory_limit below the minimum" \
+        "$CAIRNFS" "$STORE#$REF" "$MP" -o "cache_dir=$T/cache,memory_limit=16M"
+grep -q "memory_limit '16M' is too small: at least 64M" "$T/last.err" ||
+        fail "no clear error for memory_limit=16M: $(cat "$T/last.err")"
+! is_mounted "$MP" || { track_mount "$MP"; fail "$MP is mounted after a failed mount"; }
 
 step "mount -t fuse.cairnfs and an fstab line, cairnfs 'installed' (private mount namespace)"
 if ! unshare -m --propagation private true 2>/dev/null; then

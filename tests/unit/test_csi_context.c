@@ -191,9 +191,9 @@ static void test_keys(void **state)
 
 static void test_values(void **state)
 {
-        static const char *const good_sizes[] = {"64M", "1G", "512k", "1048576", "2GiB", "3MB"};
+        static const char *const good_sizes[] = {"64M", "1G", "65536k", "67108864", "2GiB", "100MB"};
         static const char *const bad_sizes[] = {
-            "", "0", "0M", "-1", "1T", "1M,allow_root", "1 M", "M", "1Mx", "9999999999999G"};
+            "", "0", "0M", "-1", "1T", "512k", "1048576", "63M", "1M,allow_root", "1 M", "M", "1Mx", "9999999999999G"};
         static const char *const bad_regions[] = {"", "EU", "eu west", "eu\n", "a,b"};
         static const char *const bad_endpoints[] = {"s3://x", "http://u:p@h", "http://h/?q",
                                                     "host:9000", "http://h,x"};
