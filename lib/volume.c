@@ -850,6 +850,7 @@ static int batch_fetch(struct cairn_volume *vol, struct batch *b, uint64_t deadl
                                 items[k++] = (struct cairn_cache_item){
                                         .id = &b->entries[i]->id,
                                         .data = b->entries[i]->data,
+                                        .cap = b->entries[i]->cap,
                                         .size = b->entries[i]->size,
                                 };
                 cairn_cache_put_batch(vol->cache, items, k, written);
@@ -886,7 +887,7 @@ static int batch_fetch(struct cairn_volume *vol, struct batch *b, uint64_t deadl
 static int chunk_fill(struct cairn_volume *vol, struct batch *b, uint64_t deadline, bool extend)
 {
         struct mem_chunk *c = b->entries[0];
-        if (vol->cache && cairn_cache_get(vol->cache, &c->id, c->data, c->size) == 0) {
+        if (vol->cache && cairn_cache_get_into(vol->cache, &c->id, c->data, c->cap, c->size) == 0) {
                 pthread_mutex_lock(&vol->lock);
                 c->state = CHUNK_READY;
                 pthread_cond_broadcast(&vol->loaded);

@@ -193,17 +193,33 @@ static void test_round_trip(void **state)
                 assert_int_equal(cairn_cache_get(f->cache, &c.id, buf, c.len), 0);
                 assert_memory_equal(buf, c.data, c.len);
 
-                /* The documented entry: 16-byte header (magic, size, CRC-32C) + the bytes. */
+                /*
+                 * The documented entry: the bytes at 0, zero padding, and a
+                 * 16-byte trailer (magic, size, CRC-32C) ending the file at
+                 * roundup(size + 16, 4096); accounted as exactly that length.
+                 */
                 char p[1200];
                 entry_path(f, &c.id, p, sizeof(p));
                 int fd = open(p, O_RDONLY | O_CLOEXEC);
                 assert_true(fd >= 0);
                 struct stat st;
                 assert_int_equal(fstat(fd, &st), 0);
-                assert_int_equal(st.st_size, (off_t)(CAIRN_CACHE_ENTRY_HEADER_SIZE + c.len));
-                uint8_t hdr[CAIRN_CACHE_ENTRY_HEADER_SIZE];
-                assert_int_equal(pread(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+                size_t io = cairn_cache_io_size(c.len);
+                assert_int_equal(io % CAIRN_CACHE_IO_ALIGN, 0);
+                assert_true(io >= c.len + CAIRN_CACHE_ENTRY_TRAILER_SIZE &&
+                            io < c.len + CAIRN_CACHE_ENTRY_TRAILER_SIZE + CAIRN_CACHE_IO_ALIGN);
+                assert_int_equal(st.st_size, (off_t)io);
+                assert_int_equal(cairn_cache_entry_bytes(c.len), (uint64_t)st.st_size);
+                uint8_t *file = malloc(io);
+                assert_non_null(file);
+                assert_int_equal(pread(fd, file, io, 0), (ssize_t)io);
                 close(fd);
+                assert_memory_equal(file, c.data, c.len);
+                for (size_t k = c.len; k < io - CAIRN_CACHE_ENTRY_TRAILER_SIZE; k++)
+                        if (file[k] != 0)
+                                fail_msg("%u-byte entry: padding byte %zu is %u", c.len, k, file[k]);
+                const uint8_t *hdr = file + io - CAIRN_CACHE_ENTRY_TRAILER_SIZE;
+                assert_memory_equal(hdr, "CAIRNCE2", 8);
                 assert_memory_equal(hdr, CAIRN_CACHE_ENTRY_MAGIC, 8);
                 uint32_t size_le = (uint32_t)hdr[8] | (uint32_t)hdr[9] << 8 |
                                    (uint32_t)hdr[10] << 16 | (uint32_t)hdr[11] << 24;
@@ -211,6 +227,7 @@ static void test_round_trip(void **state)
                                   (uint32_t)hdr[14] << 16 | (uint32_t)hdr[15] << 24;
                 assert_int_equal(size_le, c.len);
                 assert_int_equal(crc_le, cairn_crc32c(0, c.data, c.len));
+                free(file);
                 free(buf);
                 free(c.data);
         }
@@ -269,60 +286,84 @@ enum damage {
         FLIP_MAGIC,
         FLIP_SIZE,
         FLIP_CRC,
+        FLIP_PADDING,
+        ZERO_TRAILER,
         TRUNCATE_DATA,
-        TRUNCATE_HEADER,
+        TRUNCATE_TRAILER,
         TRUNCATE_EMPTY,
         APPEND_BYTE,
         APPEND_MANY,
+        APPEND_BLOCK,
         DAMAGE_COUNT,
 };
 
 static const char *const damage_names[] = {
-    "flip first data byte", "flip middle data byte", "flip last data byte", "flip magic",
-    "flip size field",      "flip crc field",        "truncate data",       "truncate header",
-    "truncate to empty",    "append one byte",       "append many bytes",
+    "flip first data byte", "flip middle data byte", "flip last data byte",
+    "flip magic",           "flip size field",       "flip crc field",
+    "flip a padding byte",  "zero the trailer",      "truncate data",
+    "truncate trailer",     "truncate to empty",     "append one byte",
+    "append many bytes",    "append a whole block",
 };
+_Static_assert(sizeof(damage_names) / sizeof(damage_names[0]) == DAMAGE_COUNT, "damage names");
 
 static void apply_damage(const char *path, enum damage how, uint32_t len)
 {
         int fd = open(path, O_RDWR | O_CLOEXEC);
         assert_true(fd >= 0);
+        const off_t end = (off_t)cairn_cache_io_size(len);
+        const off_t trailer = end - CAIRN_CACHE_ENTRY_TRAILER_SIZE;
         off_t pos = -1;
         switch (how) {
         case FLIP_DATA_FIRST:
-                pos = CAIRN_CACHE_ENTRY_HEADER_SIZE;
+                pos = 0;
                 break;
         case FLIP_DATA_MIDDLE:
-                pos = CAIRN_CACHE_ENTRY_HEADER_SIZE + len / 2;
+                pos = len / 2;
                 break;
         case FLIP_DATA_LAST:
-                pos = CAIRN_CACHE_ENTRY_HEADER_SIZE + len - 1;
+                pos = len - 1;
                 break;
         case FLIP_MAGIC:
-                pos = 3;
+                pos = trailer + 3;
                 break;
         case FLIP_SIZE:
-                pos = 8;
+                pos = trailer + 8;
                 break;
         case FLIP_CRC:
-                pos = 14;
+                pos = trailer + 14;
                 break;
+        case FLIP_PADDING:
+                assert_true(trailer > (off_t)len); /* the sizes tested all have padding */
+                pos = len + (trailer - len) / 2;
+                break;
+        case ZERO_TRAILER: {
+                /* What a torn write whose last block never reached the disk leaves. */
+                static const char zeros[CAIRN_CACHE_ENTRY_TRAILER_SIZE];
+                assert_int_equal(pwrite(fd, zeros, sizeof(zeros), trailer), (ssize_t)sizeof(zeros));
+                break;
+        }
         case TRUNCATE_DATA:
-                assert_int_equal(ftruncate(fd, CAIRN_CACHE_ENTRY_HEADER_SIZE + len - 1), 0);
+                assert_int_equal(ftruncate(fd, len - 1), 0);
                 break;
-        case TRUNCATE_HEADER:
-                assert_int_equal(ftruncate(fd, 10), 0);
+        case TRUNCATE_TRAILER:
+                assert_int_equal(ftruncate(fd, trailer + 10), 0);
                 break;
         case TRUNCATE_EMPTY:
                 assert_int_equal(ftruncate(fd, 0), 0);
                 break;
         case APPEND_BYTE:
-                assert_int_equal(pwrite(fd, "x", 1, CAIRN_CACHE_ENTRY_HEADER_SIZE + len), 1);
+                assert_int_equal(pwrite(fd, "x", 1, end), 1);
                 break;
         case APPEND_MANY: {
                 char junk[5000];
                 memset(junk, 'j', sizeof(junk));
-                off_t end = CAIRN_CACHE_ENTRY_HEADER_SIZE + len;
+                assert_int_equal(pwrite(fd, junk, sizeof(junk), end), (ssize_t)sizeof(junk));
+                break;
+        }
+        case APPEND_BLOCK: {
+                /* Still a whole number of blocks: only the length check can tell. */
+                char junk[CAIRN_CACHE_IO_ALIGN];
+                memset(junk, 0, sizeof(junk));
                 assert_int_equal(pwrite(fd, junk, sizeof(junk), end), (ssize_t)sizeof(junk));
                 break;
         }
@@ -730,8 +771,9 @@ static void test_prune_and_verify(void **state)
         uint32_t crc = cairn_crc32c(0, other, sizeof(other));
         int fd = open(path, O_WRONLY);
         assert_true(fd >= 0);
-        assert_int_equal(pwrite(fd, &crc, 4, 12), 4);
-        assert_int_equal(pwrite(fd, other, sizeof(other), 16), (ssize_t)sizeof(other));
+        off_t crc_at = (off_t)cairn_cache_io_size(sizeof(other)) - 4;
+        assert_int_equal(pwrite(fd, &crc, 4, crc_at), 4);
+        assert_int_equal(pwrite(fd, other, sizeof(other), 0), (ssize_t)sizeof(other));
         close(fd);
         assert_int_equal(cairn_cache_verify(f->cache, NULL, NULL, &st), 0);
         assert_int_equal(st.checked, 6);
