@@ -658,12 +658,23 @@ static int open_entry(struct cairn_cache *c, const char *rel, int flags, bool *d
         return fd < 0 ? -errno : fd;
 }
 
-/* Drops a damaged entry: the caller refetches and re-verifies. */
-static int drop_damaged(struct cairn_cache *c, const char *rel, off_t st_size)
+/*
+ * Drops a damaged entry of a size-byte chunk, st_size bytes long: the
+ * caller refetches and re-verifies.  Its writer reserved
+ * cairn_cache_entry_bytes(size) (the name fixes the content, so the size
+ * the reader knows is the writer's, for v1 entries too) unless the caller
+ * asked with a wrong size, and the file's length may be part of the
+ * damage; the smaller guess goes back, since giving back more than was
+ * reserved would let the cache grow past its limit.
+ */
+static int drop_damaged(struct cairn_cache *c, const char *rel, uint32_t size, off_t st_size)
 {
         cairn_debug("cache: dropping damaged entry '%s'", rel);
-        int r = entry_remove(c, rel, st_size);
-        return r == -ENOENT || r >= 0 ? -ENOENT : r;
+        if (unlinkat(c->dir_fd, rel, 0) < 0)
+                return errno == ENOENT ? -ENOENT : -errno;
+        uint64_t reserved = cairn_cache_entry_bytes(size), by_length = file_entry_bytes(st_size);
+        usage_sub(c, reserved < by_length ? reserved : by_length);
+        return -ENOENT;
 }
 
 static int get_one(struct cairn_cache *cache, const char *rel, void *buf, size_t cap,
@@ -706,7 +717,7 @@ static int get_one(struct cairn_cache *cache, const char *rel, void *buf, size_t
         if (intact)
                 return 0;
         /* Torn or damaged on disk: drop it; the caller refetches and re-verifies. */
-        return drop_damaged(cache, rel, st.st_size);
+        return drop_damaged(cache, rel, size, st.st_size);
 }
 
 int cairn_cache_get_into(struct cairn_cache *cache, const struct cairn_digest *id, void *buf,
@@ -1140,8 +1151,8 @@ static void get_batch_ring(struct cairn_cache *cache, struct io_uring *ring,
                         if (time(NULL) - op->stx.stx_mtime.tv_sec > TOUCH_INTERVAL_SECONDS)
                                 utimensat(cache->dir_fd, op->rel, NULL, AT_SYMLINK_NOFOLLOW);
                 } else {
-                        r = drop_damaged(cache, op->rel,
-                                         op->stat_ok ? (off_t)op->stx.stx_size : 0);
+                        r = drop_damaged(cache, op->rel, items[i].size,
+                                         op->stat_ok ? (off_t)op->stx.stx_size : (off_t)op->x.io);
                 }
         done:
                 xfer_done(&op->x);
