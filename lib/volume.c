@@ -612,7 +612,7 @@ static void *buf_map(size_t cap)
 /* The buffer capacity for n bytes: room for the cache trailer, rounded to BUF_ROUND. */
 static size_t buf_cap_for(size_t n)
 {
-        size_t io = (n + 16 + 4095) & ~(size_t)4095; /* TODO(merge): cairn_cache_io_size */
+        size_t io = n < UINT32_MAX - CAIRN_CACHE_IO_ALIGN ? cairn_cache_io_size((uint32_t)n) : n;
         return (io + BUF_ROUND - 1) & ~(size_t)(BUF_ROUND - 1);
 }
 
@@ -970,6 +970,7 @@ static int batch_fetch(struct cairn_volume *vol, struct batch *b, uint64_t deadl
                                 items[k++] = (struct cairn_cache_item){
                                         .id = &b->entries[i]->id,
                                         .data = b->entries[i]->data,
+                                        .cap = b->entries[i]->cap,
                                         .size = b->entries[i]->size,
                                 };
                         }
@@ -996,7 +997,7 @@ static int batch_fetch(struct cairn_volume *vol, struct batch *b, uint64_t deadl
 static int chunk_fill(struct cairn_volume *vol, struct batch *b, uint64_t deadline, bool extend)
 {
         struct mem_chunk *c = b->entries[0];
-        if (vol->cache && cairn_cache_get(vol->cache, &c->id, c->data, c->size) == 0) {
+        if (vol->cache && cairn_cache_get_into(vol->cache, &c->id, c->data, c->cap, c->size) == 0) {
                 pthread_mutex_lock(&vol->lock);
                 c->state = CHUNK_READY;
                 pthread_cond_broadcast(&vol->loaded);

@@ -5,12 +5,19 @@
  * manifests under DIR/manifests/<64 hex>.
  *
  * Entries are written to DIR/tmp and renamed into place, so a reader never
- * sees a partial entry; each chunk entry carries a header with its length
+ * sees a partial entry; each chunk entry carries a trailer with its length
  * and a CRC-32C of its bytes, checked on every read, so damage on local
  * disk is detected and the entry dropped.  Several processes may share one
  * cache directory.
  *
- * Size: every entry is accounted (header + data rounded up to 4 KiB) in a
+ * I/O: an entry is the chunk's bytes at offset 0, padded so that the file
+ * is a whole number of 4 KiB blocks (FORMAT.md section 10), which lets
+ * entries be read and written with O_DIRECT: no copy through the page
+ * cache, and no second copy of bytes that the FUSE file pages hold
+ * already.  Where the cache's filesystem refuses O_DIRECT the same layout
+ * is read and written through the page cache.
+ *
+ * Size: every entry is accounted (its file length, a multiple of 4 KiB) in a
  * shared counter in DIR/usage, updated atomically by every process.  Space
  * is reserved before an entry is written, so with a size limit the cache
  * never holds more than the limit, at any moment, whoever writes to it.
@@ -28,8 +35,22 @@
 
 #include "cairn/digest.h"
 
-#define CAIRN_CACHE_ENTRY_MAGIC "CAIRNCE1"
-#define CAIRN_CACHE_ENTRY_HEADER_SIZE 16u
+#define CAIRN_CACHE_ENTRY_MAGIC "CAIRNCE2"
+/* The trailer (magic, size, CRC-32C) in the last bytes of every entry file. */
+#define CAIRN_CACHE_ENTRY_TRAILER_SIZE 16u
+/* Entry files, and the buffers of the zero-copy paths, come in these units. */
+#define CAIRN_CACHE_IO_ALIGN 4096u
+
+/*
+ * Length of the entry file of a size-byte chunk, and the capacity a
+ * CAIRN_CACHE_IO_ALIGN-aligned buffer needs for a read to land in it
+ * without a copy: roundup(size + 16, 4096).
+ */
+static inline size_t cairn_cache_io_size(uint32_t size)
+{
+        return ((size_t)size + CAIRN_CACHE_ENTRY_TRAILER_SIZE + CAIRN_CACHE_IO_ALIGN - 1) &
+               ~(size_t)(CAIRN_CACHE_IO_ALIGN - 1);
+}
 
 struct cairn_cache;
 
@@ -37,6 +58,7 @@ struct cairn_cache_options {
         uint64_t max_bytes;         /* 0: no size limit */
         unsigned min_free_percent;  /* keep this much of the filesystem free; 0: default 10 */
         bool no_free_floor;         /* disable the free-space floor */
+        bool buffered_io;           /* never use O_DIRECT (it is probed for otherwise) */
 };
 
 #define CAIRN_CACHE_MIN_FREE_DEFAULT 10u
@@ -47,21 +69,52 @@ int cairn_cache_open_with(const char *dir, const struct cairn_cache_options *opt
                           struct cairn_cache **ret_cache);
 void cairn_cache_free(struct cairn_cache *cache);
 const char *cairn_cache_dir(const struct cairn_cache *cache);
+/*
+ * True when entries are read and written with O_DIRECT: probed at open
+ * (tmpfs and some other filesystems refuse it), false with buffered_io.
+ */
+bool cairn_cache_direct_io(const struct cairn_cache *cache);
 
 /*
- * Reads the chunk id of exactly size bytes into buf.  0 on a hit;
- * -ENOENT on a miss; a damaged entry is removed and reported as -ENOENT.
+ * Reads the chunk id of exactly size bytes into buf (any buffer: the bytes
+ * are copied in).  0 on a hit; -ENOENT on a miss; a damaged entry is
+ * removed and reported as -ENOENT.
  */
 int cairn_cache_get(struct cairn_cache *cache, const struct cairn_digest *id, void *buf,
                     uint32_t size);
+/*
+ * The same into a buffer of cap bytes (cap >= size).  When buf is
+ * CAIRN_CACHE_IO_ALIGN-aligned and cap >= cairn_cache_io_size(size) the
+ * entry is read straight into it (O_DIRECT where supported): the data
+ * lands at buf[0, size) and buf[size, io_size) is overwritten with the
+ * padding and trailer.  An aligned buffer with less room costs a copy of
+ * at most the last 4 KiB; any other buffer, a copy of the whole chunk.
+ * On a miss the contents of buf[0, cap) are unspecified.
+ */
+int cairn_cache_get_into(struct cairn_cache *cache, const struct cairn_digest *id, void *buf,
+                         size_t cap, uint32_t size);
 /* True when an entry for id exists (not checked: a hint for read coalescing). */
 bool cairn_cache_contains(struct cairn_cache *cache, const struct cairn_digest *id);
-/* Stores a chunk that the caller has verified.  Failures are not fatal to readers. */
+/*
+ * Stores a chunk that the caller has verified.  Failures are not fatal to
+ * readers.  data is only read, never written: from a
+ * CAIRN_CACHE_IO_ALIGN-aligned buffer the entry is written with O_DIRECT
+ * straight from it (the last partial 4 KiB block, padding and trailer go
+ * through a small block of the cache's own), from any other buffer through
+ * an aligned bounce copy.
+ */
 int cairn_cache_put(struct cairn_cache *cache, const struct cairn_digest *id, const void *data,
                     uint32_t size);
+/*
+ * One chunk of a batch.  data: size bytes to store (put) or the buffer to
+ * read into (get), of cap bytes (cap >= size).  The zero-copy rules are
+ * those of cairn_cache_put() for writes (cap is not used) and of
+ * cairn_cache_get_into() for reads.
+ */
 struct cairn_cache_item {
         const struct cairn_digest *id;
-        const void *data;
+        void *data;
+        size_t cap;
         uint32_t size;
 };
 
@@ -73,12 +126,21 @@ struct cairn_cache_item {
  */
 void cairn_cache_put_batch(struct cairn_cache *cache, const struct cairn_cache_item *items,
                            size_t n, int *results);
+/*
+ * Reads several chunks; results[i] is what cairn_cache_get_into() would
+ * have returned for items[i] (0 on a hit, -ENOENT on a miss or a damaged
+ * entry, which is removed).  With io_uring each entry is one linked
+ * statx -> open -> read -> close chain and up to 64 entries are one
+ * submission; without it, one entry after the other.
+ */
+void cairn_cache_get_batch(struct cairn_cache *cache, const struct cairn_cache_item *items,
+                           size_t n, int *results);
 
 /* Path of the cached manifest file for digest d (may not exist) into buf. */
 int cairn_cache_manifest_path(const struct cairn_cache *cache, const struct cairn_digest *d,
                               char *buf, size_t len);
 
-/* Bytes an entry of size data bytes occupies in the accounting. */
+/* Bytes an entry of size data bytes occupies in the accounting: its file length. */
 uint64_t cairn_cache_entry_bytes(uint32_t size);
 
 struct cairn_cache_stats {
@@ -102,7 +164,7 @@ int cairn_cache_prune(struct cairn_cache *cache, uint64_t target_bytes,
                       struct cairn_cache_stats *ret_stats);
 /*
  * Re-hashes every chunk entry with SHA-256 against its name and checks
- * its header; removes those that fail.  progress (optional) is called
+ * its trailer and CRC-32C; removes those that fail.  progress (optional) is called
  * after each entry.
  */
 int cairn_cache_verify(struct cairn_cache *cache,

@@ -28,8 +28,16 @@ import struct
 import sys
 import time
 
-MAGIC = b"CAIRNCE1"
-HEADER = struct.Struct("<8sII")  # magic, data size, CRC-32C of the data
+MAGIC = b"CAIRNCE2"
+# The last 16 bytes of an entry, after the data and its zero padding
+# (docs/FORMAT.md, "The chunk cache").
+TRAILER = struct.Struct("<8sII")  # magic, data size, CRC-32C of the data
+ALIGN = 4096
+
+
+def io_size(size):
+    """Length of the entry file of a size-byte chunk."""
+    return (size + TRAILER.size + ALIGN - 1) // ALIGN * ALIGN
 
 
 def die(msg):
@@ -116,19 +124,19 @@ def cmd_watch(a):
 def cmd_damage(a):
     with open(a.entry, "r+b") as f:
         blob = f.read()
-        if len(blob) < HEADER.size + 2:
+        if len(blob) < TRAILER.size + 2:
             die(f"{a.entry}: too short for an entry")
-        magic, size, crc = HEADER.unpack_from(blob)
-        data = bytearray(blob[HEADER.size:])
-        if magic != MAGIC or size != len(data):
-            die(f"{a.entry}: not a cache entry (magic {magic!r}, size {size} of {len(data)})")
+        magic, size, crc = TRAILER.unpack_from(blob, len(blob) - TRAILER.size)
+        if magic != MAGIC or io_size(size) != len(blob) or size < 2:
+            die(f"{a.entry}: not a cache entry (magic {magic!r}, size {size}, {len(blob)} bytes)")
+        data = bytearray(blob[:size])
         if crc32c(data) != crc:
-            die(f"{a.entry}: the header CRC is not CRC-32C of the data: this helper is wrong")
+            die(f"{a.entry}: the trailer CRC is not CRC-32C of the data: this helper is wrong")
         pos = len(data) // 2
         data[pos] ^= 0x01
-        header = HEADER.pack(magic, size, crc32c(data) if a.fix_crc else crc)
+        trailer = TRAILER.pack(magic, size, crc32c(data) if a.fix_crc else crc)
         f.seek(0)
-        f.write(header + bytes(data))
+        f.write(bytes(data) + blob[size:len(blob) - TRAILER.size] + trailer)
 
 
 def cmd_count(a):

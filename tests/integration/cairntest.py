@@ -666,12 +666,17 @@ def cmd_flip(a):
 
 
 def cmd_cache_entry_ok(a):
-    """Exit 0 when the cache entry's payload hashes to its name."""
+    """Exit 0 when the cache entry is well formed (docs/FORMAT.md, "The chunk
+    cache": data, zero padding, 16-byte trailer, a whole number of 4 KiB
+    blocks) and its data hashes to its name."""
     with open(a.entry, "rb") as f:
         data = f.read()
-    payload = data[16:]
-    name = os.path.basename(a.entry)
-    ok = hashlib.sha256(payload).hexdigest() == name and data[:8] == b"CAIRNCE1"
+    ok = False
+    if len(data) >= 16 and len(data) % 4096 == 0:
+        magic, size = data[-16:-8], struct.unpack_from("<I", data, len(data) - 8)[0]
+        ok = (magic == b"CAIRNCE2" and (size + 16 + 4095) // 4096 * 4096 == len(data) and
+              not any(data[size:-16]) and
+              hashlib.sha256(data[:size]).hexdigest() == os.path.basename(a.entry))
     sys.exit(0 if ok else 1)
 
 

@@ -143,8 +143,9 @@ truncated_id=$(chunk_field 3 id)
 truncated=$CACHE/chunks/${truncated_id:0:2}/$truncated_id
 [[ -f "$damaged" && -f "$truncated" ]] ||
         fail "reading multi.bin did not cache its chunks at CACHE/chunks/<2 hex>/<64 hex>"
-py cache-entry-ok "$damaged" || fail "the cache entry $damaged is not <16-byte header><chunk>"
-py flip "$damaged" $((16 + $(chunk_field 1 size) / 2))
+py cache-entry-ok "$damaged" ||
+        fail "the cache entry $damaged is not <chunk><zero padding><16-byte trailer>"
+py flip "$damaged" $(($(chunk_field 1 size) / 2))
 truncate -s 100 "$truncated"
 mount_volume "$STORE" "$REF" "$MP" "$CACHE"
 cmp "$SRC/multi.bin" "$MP/multi.bin" || fail "multi.bin reads wrong bytes from a damaged cache"

@@ -196,8 +196,9 @@ missing = [k for k, v in d["faults"].items() if v == 0]
 sys.exit(1 if missing else 0)' "$PROXY_DIR/stats.json" || fail "some fault kind was never injected"
 
 step "4. the cache holds only verified chunks"
-# The entry format is in docs/FORMAT.md ("The chunk cache"): a 16-byte
-# header (magic, size, CRC-32C) and the chunk, whose SHA-256 is its name.
+# The entry format is in docs/FORMAT.md ("The chunk cache"): the chunk,
+# whose SHA-256 is its name, zero padding and a 16-byte trailer (magic,
+# size, CRC-32C), in a whole number of 4 KiB blocks.
 n=$(python3 - "$CACHE" <<'EOF'
 import hashlib, os, struct, sys
 n = bad = 0
@@ -206,9 +207,9 @@ for dp, _dns, fns in os.walk(os.path.join(sys.argv[1], "chunks")):
         with open(os.path.join(dp, name), "rb") as f:
             data = f.read()
         n += 1
-        size = struct.unpack_from("<I", data, 8)[0] if len(data) >= 16 else -1
-        if data[:8] != b"CAIRNCE1" or size != len(data) - 16 or \
-                hashlib.sha256(data[16:]).hexdigest() != name:
+        size = struct.unpack_from("<I", data, len(data) - 8)[0] if len(data) >= 16 else -1
+        if data[-16:-8] != b"CAIRNCE2" or (size + 16 + 4095) // 4096 * 4096 != len(data) or \
+                hashlib.sha256(data[:size]).hexdigest() != name:
             bad += 1
             print(f"corrupt cache entry {os.path.join(dp, name)}", file=sys.stderr)
 if bad:
