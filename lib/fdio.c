@@ -45,8 +45,10 @@ int cairn_preadv_all(int fd, const struct iovec *iov, unsigned iovcnt, uint64_t 
                 unsigned n = iovcnt - idx < PREADV_WINDOW ? iovcnt - idx : PREADV_WINDOW;
                 for (unsigned k = 0; k < n; k++)
                         win[k] = iov[idx + k];
-                win[0].iov_base = (char *)win[0].iov_base + done;
-                win[0].iov_len -= done;
+                if (done) { /* iov[idx] is not empty, so its base is not NULL */
+                        win[0].iov_base = (char *)win[0].iov_base + done;
+                        win[0].iov_len -= done;
+                }
                 ssize_t got = preadv(fd, win, (int)n, (off_t)offset);
                 if (got < 0) {
                         if (errno == EINTR)

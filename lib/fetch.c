@@ -489,7 +489,8 @@ static void iov_scatter(struct fetch_job *j, const char *data, size_t n)
                 const struct iovec *v = &iov[j->iov_idx];
                 size_t room = v->iov_len - j->iov_off;
                 size_t take = n < room ? n : room;
-                memcpy((char *)v->iov_base + j->iov_off, data, take);
+                if (take) /* an empty entry may have a NULL base */
+                        memcpy((char *)v->iov_base + j->iov_off, data, take);
                 data += take;
                 n -= take;
                 j->iov_off += take;
