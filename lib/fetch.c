@@ -109,7 +109,14 @@ struct fetch_job {
         unsigned attempt; /* attempts started */
         bool resumable;   /* a later attempt continues at delivered */
         bool to_fd;
+        bool to_mem;      /* the body goes to out or out_iov */
+        uint64_t mem_cap; /* to_mem: out_cap, or the total length of out_iov */
         uint64_t delivered;   /* body bytes given to out/out_fd (or dropped), all attempts */
+        /* Where byte iov_at of the body goes: out_iov[iov_idx], iov_off bytes in.  A
+         * cache of iov_locate(delivered), redone whenever iov_at falls behind. */
+        unsigned iov_idx;
+        size_t iov_off;
+        uint64_t iov_at;
         uint64_t known_total; /* full object size once a response said so; UINT64_MAX */
 
         /* The current attempt (event thread only). */
@@ -345,7 +352,7 @@ static bool headers_check(struct fetch_job *j)
                 j->expect_body = j->content_length;
                 if (j->content_length != UINT64_MAX && strcmp(q->method, "HEAD") != 0) {
                         j->known_total = j->content_length;
-                        uint64_t cap = q->out     ? q->out_cap
+                        uint64_t cap = j->to_mem  ? j->mem_cap
                                        : j->to_fd ? q->out_fd_cap
                                                   : DISCARD_BODY_MAX;
                         if (j->content_length > cap) {
@@ -450,6 +457,51 @@ static int write_all(int fd, const char *p, size_t len)
         return 0;
 }
 
+/*
+ * Points the iovec cursor at byte pos of the body.  The destination is a
+ * function of the byte offset alone: a resumed attempt lands exactly where
+ * the broken one stopped, and one that starts over lands at the start.
+ */
+static void iov_locate(struct fetch_job *j, uint64_t pos)
+{
+        const struct iovec *iov = j->req.out_iov;
+        unsigned i = 0;
+        uint64_t left = pos;
+
+        while (i < j->req.out_iovcnt && left >= iov[i].iov_len) {
+                left -= iov[i].iov_len;
+                i++;
+        }
+        /* pos <= mem_cap (checked by the callers): i == out_iovcnt only at the very end. */
+        j->iov_idx = i;
+        j->iov_off = (size_t)left;
+        j->iov_at = pos;
+}
+
+/* Copies n body bytes to position delivered of out_iov (the caller checked the cap). */
+static void iov_scatter(struct fetch_job *j, const char *data, size_t n)
+{
+        const struct iovec *iov = j->req.out_iov;
+
+        if (j->iov_at != j->delivered)
+                iov_locate(j, j->delivered);
+        while (n) {
+                const struct iovec *v = &iov[j->iov_idx];
+                size_t room = v->iov_len - j->iov_off;
+                size_t take = n < room ? n : room;
+                if (take) /* an empty entry may have a NULL base */
+                        memcpy((char *)v->iov_base + j->iov_off, data, take);
+                data += take;
+                n -= take;
+                j->iov_off += take;
+                j->iov_at += take;
+                if (j->iov_off == v->iov_len) {
+                        j->iov_idx++;
+                        j->iov_off = 0;
+                }
+        }
+}
+
 static size_t on_write(char *data, size_t size, size_t nmemb, void *userdata)
 {
         struct fetch_job *j = userdata;
@@ -482,12 +534,15 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userdata)
                 job_fault(j, FAULT_RETRY, -EIO, "body longer than announced");
                 return 0;
         }
-        if (q->out) {
-                if (j->delivered + n > q->out_cap) {
+        if (j->to_mem) {
+                if (j->delivered + n > j->mem_cap) {
                         job_fault(j, FAULT_FATAL, -EFBIG, "body over its cap");
                         return 0;
                 }
-                memcpy((char *)q->out + j->delivered, data, n);
+                if (q->out)
+                        memcpy((char *)q->out + j->delivered, data, n);
+                else
+                        iov_scatter(j, data, n);
         } else if (j->to_fd) {
                 if (j->delivered + n > q->out_fd_cap) {
                         job_fault(j, FAULT_FATAL, -EFBIG, "body over its cap");
@@ -723,6 +778,8 @@ static int attempt_start(struct cairn_fetch *f, struct fetch_job *j)
         /* Nothing left to resume (all bytes came, then the attempt failed): start over. */
         if (!j->resumable || (q->range_len && j->delivered >= q->range_len))
                 j->delivered = 0;
+        if (q->out_iov)
+                iov_locate(j, j->delivered);
         j->status = 0;
         j->headers_done = false;
         j->is_success = false;
@@ -1248,10 +1305,33 @@ fail:
         return r;
 }
 
+/*
+ * The total length of a request's out_iov: false when the list is not one
+ * (no array, none or too many entries, a NULL buffer, a sum that overflows).
+ */
+static bool iov_total(const struct cairn_fetch_request *q, uint64_t *ret_total)
+{
+        uint64_t total = 0;
+
+        if (!q->out_iov || q->out_iovcnt == 0 || q->out_iovcnt > CAIRN_FETCH_IOV_MAX)
+                return false;
+        for (unsigned i = 0; i < q->out_iovcnt; i++) {
+                size_t len = q->out_iov[i].iov_len;
+                if (len && !q->out_iov[i].iov_base)
+                        return false;
+                if (total + len < total)
+                        return false;
+                total += len;
+        }
+        *ret_total = total;
+        return true;
+}
+
 static bool request_valid(const struct cairn_fetch_request *q)
 {
         static const char *const methods[] = {"GET", "HEAD", "PUT", "POST", "DELETE"};
         bool known = false;
+        uint64_t iov_len = 0;
 
         if (!q || !q->method || !q->url || !*q->url)
                 return false;
@@ -1262,15 +1342,23 @@ static bool request_valid(const struct cairn_fetch_request *q)
                 return false;
         if (q->body_len && !q->body)
                 return false;
+        /* One destination: a buffer or a list of them, not both. */
+        if (q->out_iov || q->out_iovcnt) {
+                if (q->out || !iov_total(q, &iov_len))
+                        return false;
+        }
         if (q->range_len) {
                 if (strcmp(q->method, "GET") != 0 ||
                     q->range_offset + q->range_len < q->range_offset)
                         return false;
                 if (q->out && q->out_cap < q->range_len)
                         return false;
+                if (q->out_iov && iov_len < q->range_len)
+                        return false;
         }
         /* Streaming to an fd is for GET only: other methods are not resumable. */
-        if (!q->out && q->out_fd >= 0 && q->out_fd_cap && strcmp(q->method, "GET") != 0)
+        if (!q->out && !q->out_iov && q->out_fd >= 0 && q->out_fd_cap &&
+            strcmp(q->method, "GET") != 0)
                 return false;
         return true;
 }
@@ -1292,7 +1380,12 @@ int cairn_fetch_submit(struct cairn_fetch *fetch, const struct cairn_fetch_reque
         j->done = done;
         j->ctx = ctx;
         j->state = JOB_QUEUED;
-        j->to_fd = !req->out && req->out_fd >= 0 && req->out_fd_cap > 0;
+        j->to_mem = req->out || req->out_iov;
+        if (req->out)
+                j->mem_cap = req->out_cap;
+        else if (req->out_iov)
+                iov_total(req, &j->mem_cap); /* request_valid() checked it */
+        j->to_fd = !j->to_mem && req->out_fd >= 0 && req->out_fd_cap > 0;
         /* Blobs are immutable: ranged reads and fd streams pick up where an attempt broke off. */
         j->resumable = !strcmp(req->method, "GET") && (req->range_len || j->to_fd);
         j->known_total = UINT64_MAX;

@@ -133,12 +133,32 @@ int cairn_store_read_blob(struct cairn_store *store, const struct cairn_digest *
         return cairn_store_read_blob_until(store, d, offset, len, buf, 0);
 }
 
+/* A flat read is a scatter read into one buffer: one code path per transport. */
 int cairn_store_read_blob_until(struct cairn_store *store, const struct cairn_digest *d,
                                 uint64_t offset, size_t len, void *buf, uint64_t deadline_ns)
 {
+        struct iovec iov = {.iov_base = buf, .iov_len = len};
+        return cairn_store_read_blob_iov_until(store, d, offset, &iov, 1, deadline_ns);
+}
+
+int cairn_store_read_blob_iov_until(struct cairn_store *store, const struct cairn_digest *d,
+                                    uint64_t offset, const struct iovec *iov, unsigned iovcnt,
+                                    uint64_t deadline_ns)
+{
+        size_t len = 0;
+
+        if (!iov || iovcnt == 0 || iovcnt > CAIRN_STORE_IOV_MAX)
+                return -EINVAL;
+        for (unsigned i = 0; i < iovcnt; i++) {
+                if (iov[i].iov_len && !iov[i].iov_base)
+                        return -EINVAL;
+                if (len + iov[i].iov_len < len)
+                        return -EINVAL;
+                len += iov[i].iov_len;
+        }
         if (offset + len < offset)
                 return -EINVAL;
-        return store->ops->read_blob(store, d, offset, len, buf, deadline_ns);
+        return store->ops->read_blob(store, d, offset, iov, iovcnt, len, deadline_ns);
 }
 
 bool cairn_store_is_remote(const struct cairn_store *store)

@@ -6,6 +6,8 @@
  */
 #pragma once
 
+#include <sys/uio.h>
+
 #include "cairn/store.h"
 
 struct cairn_store_ops {
@@ -14,8 +16,15 @@ struct cairn_store_ops {
         int (*write_ref)(struct cairn_store *s, const char *name, const char *tag,
                          const struct cairn_digest *digest);
         int (*blob_size)(struct cairn_store *s, const struct cairn_digest *d, uint64_t *ret_size);
+        /*
+         * Reads len bytes at offset into iov[0..iovcnt) in order.  store.c has
+         * checked the list (1 to CAIRN_STORE_IOV_MAX entries, no NULL buffer of
+         * non-zero length) and that len is its total and offset + len does not
+         * overflow.  len 0 asks for nothing.
+         */
         int (*read_blob)(struct cairn_store *s, const struct cairn_digest *d, uint64_t offset,
-                         size_t len, void *buf, uint64_t deadline_ns);
+                         const struct iovec *iov, unsigned iovcnt, size_t len,
+                         uint64_t deadline_ns);
         int (*open_blob_fd)(struct cairn_store *s, const struct cairn_digest *d, int *ret_fd);
         int (*copy_blob_to_fd)(struct cairn_store *s, const struct cairn_digest *d, int fd,
                                uint64_t max_size, uint64_t *ret_size);

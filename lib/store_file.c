@@ -192,30 +192,17 @@ static int file_open_blob_fd(struct cairn_store *s, const struct cairn_digest *d
 }
 
 static int file_read_blob(struct cairn_store *s, const struct cairn_digest *d, uint64_t offset,
-                          size_t len, void *buf, uint64_t deadline_ns)
+                          const struct iovec *iov, unsigned iovcnt, size_t len,
+                          uint64_t deadline_ns)
 {
         (void)deadline_ns; /* local reads do not wait on anything with a deadline */
-        int fd, r = 0;
+        (void)len;         /* the iovecs say it */
+        int fd, r;
         r = file_open_blob_fd(s, d, &fd);
         if (r < 0)
                 return r;
-        uint8_t *p = buf;
-        while (len) {
-                ssize_t n = pread(fd, p, len, (off_t)offset);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        r = -errno;
-                        break;
-                }
-                if (n == 0) {
-                        r = -EIO; /* the blob is shorter than the index says */
-                        break;
-                }
-                p += n;
-                offset += (uint64_t)n;
-                len -= (size_t)n;
-        }
+        /* -EIO at the end of the file: the blob is shorter than the index says. */
+        r = cairn_preadv_all(fd, iov, iovcnt, offset);
         close(fd);
         return r;
 }

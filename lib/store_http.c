@@ -169,7 +169,8 @@ static int http_blob_size(struct cairn_store *s, const struct cairn_digest *d, u
 }
 
 static int http_read_blob(struct cairn_store *s, const struct cairn_digest *d, uint64_t offset,
-                          size_t len, void *buf, uint64_t deadline_ns)
+                          const struct iovec *iov, unsigned iovcnt, size_t len,
+                          uint64_t deadline_ns)
 {
         struct http_store *hs = to_http_store(s);
         char url[OBJECT_URL_MAX];
@@ -183,8 +184,8 @@ static int http_read_blob(struct cairn_store *s, const struct cairn_digest *d, u
         struct cairn_fetch_request q = request_init("GET", url);
         q.range_offset = offset;
         q.range_len = len;
-        q.out = buf;
-        q.out_cap = len;
+        q.out_iov = iov;
+        q.out_iovcnt = iovcnt;
         q.deadline_ns = read_deadline(hs, deadline_ns);
         return cairn_fetch_do(hs->fetch, &q, NULL);
 }

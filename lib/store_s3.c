@@ -415,7 +415,8 @@ static int s3_blob_size(struct cairn_store *s, const struct cairn_digest *d, uin
 }
 
 static int s3_read_blob(struct cairn_store *s, const struct cairn_digest *d, uint64_t offset,
-                        size_t len, void *buf, uint64_t deadline_ns)
+                        const struct iovec *iov, unsigned iovcnt, size_t len,
+                        uint64_t deadline_ns)
 {
         struct s3_store *st = to_s3(s);
         struct cairn_fetch_response resp;
@@ -431,8 +432,8 @@ static int s3_read_blob(struct cairn_store *s, const struct cairn_digest *d, uin
                 return r;
         rq.fr.range_offset = offset;
         rq.fr.range_len = len;
-        rq.fr.out = buf;
-        rq.fr.out_cap = len;
+        rq.fr.out_iov = iov;
+        rq.fr.out_iovcnt = iovcnt;
         rq.fr.deadline_ns = deadline_ns;
         r = s3_do(st, &rq, &resp);
         /* The engine checks the range; a short body past it is still a short blob. */

@@ -31,6 +31,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 struct cairn_fetch;
 
@@ -45,6 +46,9 @@ struct cairn_fetch_options {
         const char *ca_file;          /* NULL: system bundle */
         bool insecure;                /* skip TLS verification (warned about by the front) */
 };
+
+/* Most iovecs one request may scatter its response body over. */
+#define CAIRN_FETCH_IOV_MAX 1024u
 
 /* One request header, "Name: value" as curl wants it. */
 #define CAIRN_FETCH_MAX_HEADERS 16
@@ -68,12 +72,18 @@ struct cairn_fetch_request {
         const void *body;
         size_t body_len;
         /*
-         * Response body: into out (out_cap bytes; more is -EFBIG), or, when out
-         * is NULL, to out_fd (GET only).  With neither, a success body of up
-         * to 64 KiB is dropped (more is -EFBIG).
+         * Response body: into out (out_cap bytes; more is -EFBIG), or into
+         * out_iov (scattered over out_iovcnt buffers in order, 1 to
+         * CAIRN_FETCH_IOV_MAX of them, their total length the cap; out must
+         * then be NULL), or, when neither is set, to out_fd (GET only).  With
+         * none of them, a success body of up to 64 KiB is dropped (more is
+         * -EFBIG).  Byte k of the body always lands at position k of the
+         * destination, whichever attempt delivered it.
          */
         void *out;
         size_t out_cap;
+        const struct iovec *out_iov; /* the array and its buffers are borrowed, like out */
+        unsigned out_iovcnt;
         int out_fd;                /* -1 when unused */
         uint64_t out_fd_cap;       /* cap on bytes streamed to out_fd; 0: out_fd unused (so
                                     * that a zeroed request never writes to fd 0) */

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "cairn/digest.h"
 
@@ -79,6 +80,20 @@ int cairn_store_read_blob(struct cairn_store *store, const struct cairn_digest *
  */
 int cairn_store_read_blob_until(struct cairn_store *store, const struct cairn_digest *d,
                                 uint64_t offset, size_t len, void *buf, uint64_t deadline_ns);
+
+/* Most iovecs one scatter read takes (Linux's IOV_MAX). */
+#define CAIRN_STORE_IOV_MAX 1024u
+/*
+ * Scatter read: exactly sum(iov[i].iov_len) bytes at offset, into the
+ * buffers in order (one range request on a remote store), with the errors
+ * of cairn_store_read_blob_until().  -EINVAL for iovcnt 0 or over
+ * CAIRN_STORE_IOV_MAX, a NULL buffer of non-zero length, or a total that
+ * overflows; a total of 0 reads nothing, like len 0 above.  The array and
+ * buffers are only used during the call.
+ */
+int cairn_store_read_blob_iov_until(struct cairn_store *store, const struct cairn_digest *d,
+                                    uint64_t offset, const struct iovec *iov, unsigned iovcnt,
+                                    uint64_t deadline_ns);
 /* True for stores whose reads cost a network round trip (worth coalescing). */
 bool cairn_store_is_remote(const struct cairn_store *store);
 /*

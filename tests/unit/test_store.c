@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -461,6 +462,126 @@ static void test_put_and_read_ranges(void **state)
         free(buf);
 }
 
+static uint64_t splitmix(uint64_t *state)
+{
+        uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        return z ^ (z >> 31);
+}
+
+/* Scatter buffers with guard bytes on each side, so that a write past one is seen. */
+#define GUARD 16
+
+static void iov_alloc(struct iovec *iov, uint8_t **mem, const size_t *lens, unsigned n)
+{
+        for (unsigned i = 0; i < n; i++) {
+                mem[i] = malloc(lens[i] + 2 * GUARD);
+                assert_non_null(mem[i]);
+                memset(mem[i], 0x5a, lens[i] + 2 * GUARD);
+                iov[i] = (struct iovec){.iov_base = mem[i] + GUARD, .iov_len = lens[i]};
+        }
+}
+
+/* The buffers hold data from off on, in order, and nothing around them changed. */
+static void iov_check(const struct iovec *iov, uint8_t **mem, unsigned n, const uint8_t *data,
+                      uint64_t off)
+{
+        for (unsigned i = 0; i < n; i++) {
+                size_t len = iov[i].iov_len;
+                for (size_t g = 0; g < GUARD; g++) {
+                        assert_int_equal(mem[i][g], 0x5a);
+                        assert_int_equal(mem[i][GUARD + len + g], 0x5a);
+                }
+                assert_memory_equal(iov[i].iov_base, data + off, len);
+                off += len;
+        }
+}
+
+static void iov_release(uint8_t **mem, unsigned n)
+{
+        for (unsigned i = 0; i < n; i++)
+                free(mem[i]);
+}
+
+static void test_read_blob_iov(void **state)
+{
+        struct fixture *f = *state;
+        const size_t len = 2 * 1024 * 1024 + 5;
+        uint8_t *data = malloc(len);
+        struct iovec *iov = calloc(CAIRN_STORE_IOV_MAX + 1, sizeof(*iov));
+        uint8_t **mem = calloc(CAIRN_STORE_IOV_MAX, sizeof(*mem));
+        size_t *lens = calloc(CAIRN_STORE_IOV_MAX, sizeof(*lens));
+        struct cairn_digest d;
+        uint64_t st = 99;
+        assert_non_null(data);
+        assert_non_null(iov);
+        assert_non_null(mem);
+        assert_non_null(lens);
+        for (size_t i = 0; i < len; i++)
+                data[i] = (uint8_t)(splitmix(&st) >> 56);
+        assert_int_equal(cairn_store_put_blob(f->store, data, len, &d, NULL), 0);
+
+        /* Odd sizes, empty ones among them, from an odd offset. */
+        static const size_t odd[] = {1, 4095, 0, 1024 * 1024 + 3, 7, 0, 1};
+        unsigned n = sizeof(odd) / sizeof(odd[0]);
+        iov_alloc(iov, mem, odd, n);
+        assert_int_equal(cairn_store_read_blob_iov_until(f->store, &d, 333, iov, n, 0), 0);
+        iov_check(iov, mem, n, data, 333);
+        /* Up to the last byte of the blob, and one past it: a short blob. */
+        uint64_t total = 1 + 4095 + 1024 * 1024 + 3 + 7 + 1;
+        assert_int_equal(cairn_store_read_blob_iov_until(f->store, &d, len - total, iov, n, 0), 0);
+        iov_check(iov, mem, n, data, len - total);
+        assert_int_equal(
+            cairn_store_read_blob_iov_until(f->store, &d, len - total + 1, iov, n, 0), -EIO);
+        iov_release(mem, n);
+
+        /* As many buffers as a call takes (more than one preadv() window), sizes 0 to 2000. */
+        for (unsigned i = 0; i < CAIRN_STORE_IOV_MAX; i++)
+                lens[i] = (size_t)(splitmix(&st) % 2001);
+        iov_alloc(iov, mem, lens, CAIRN_STORE_IOV_MAX);
+        assert_int_equal(
+            cairn_store_read_blob_iov_until(f->store, &d, 17, iov, CAIRN_STORE_IOV_MAX, 0), 0);
+        iov_check(iov, mem, CAIRN_STORE_IOV_MAX, data, 17);
+        iov_release(mem, CAIRN_STORE_IOV_MAX);
+
+        /* Refused lists: none, too many, no array, a NULL buffer with room, overflows. */
+        uint8_t a[8], b[8];
+        for (unsigned i = 0; i <= CAIRN_STORE_IOV_MAX; i++)
+                iov[i] = (struct iovec){.iov_base = a, .iov_len = 0};
+        iov[0].iov_len = sizeof(a);
+        assert_int_equal(cairn_store_read_blob_iov_until(f->store, &d, 0, iov, 0, 0), -EINVAL);
+        assert_int_equal(cairn_store_read_blob_iov_until(f->store, &d, 0, iov,
+                                                         CAIRN_STORE_IOV_MAX + 1, 0),
+                         -EINVAL);
+        assert_int_equal(cairn_store_read_blob_iov_until(f->store, &d, 0, NULL, 1, 0), -EINVAL);
+        iov[1] = (struct iovec){.iov_base = NULL, .iov_len = 1};
+        assert_int_equal(cairn_store_read_blob_iov_until(f->store, &d, 0, iov, 2, 0), -EINVAL);
+        iov[1] = (struct iovec){.iov_base = b, .iov_len = SIZE_MAX};
+        assert_int_equal(cairn_store_read_blob_iov_until(f->store, &d, 0, iov, 2, 0), -EINVAL);
+        assert_int_equal(cairn_store_read_blob_iov_until(f->store, &d, UINT64_MAX - 4, iov, 1, 0),
+                         -EINVAL);
+        /* A NULL buffer of no length is nothing to fill. */
+        iov[1] = (struct iovec){.iov_base = NULL, .iov_len = 0};
+        iov[2] = (struct iovec){.iov_base = b, .iov_len = sizeof(b)};
+        assert_int_equal(cairn_store_read_blob_iov_until(f->store, &d, 5, iov, 3, 0), 0);
+        assert_memory_equal(a, data + 5, sizeof(a));
+        assert_memory_equal(b, data + 5 + sizeof(a), sizeof(b));
+        /* A zero total reads nothing, like a flat read of 0 bytes; a missing blob is -ENOENT. */
+        iov[0].iov_len = 0;
+        iov[2].iov_len = 0;
+        assert_int_equal(cairn_store_read_blob_iov_until(f->store, &d, len, iov, 3, 0), 0);
+        struct cairn_digest missing;
+        cairn_sha256("missing", 7, &missing);
+        iov[0].iov_len = 1;
+        assert_int_equal(cairn_store_read_blob_iov_until(f->store, &missing, 0, iov, 1, 0),
+                         -ENOENT);
+        free(lens);
+        free(mem);
+        free(iov);
+        free(data);
+}
+
 static void test_empty_blob(void **state)
 {
         struct fixture *f = *state;
@@ -706,6 +827,7 @@ int main(void)
             T(test_ref_malformed),
             T(test_put_and_read_ranges),
             T(test_empty_blob),
+            T(test_read_blob_iov),
             T(test_writer_streaming),
             T(test_writer_abandoned),
             T(test_remove_blob),

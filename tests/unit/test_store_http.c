@@ -31,6 +31,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -489,6 +490,81 @@ static void test_blobs(void **state)
         cairn_store_free(s);
 }
 
+/*
+ * Scatter reads of the largest blob: buffers of odd sizes (1 byte, 4095,
+ * 1 MiB + 3 when the blob has room for it, empty ones), byte for byte
+ * against the local store, the most buffers a call takes, a short blob,
+ * a past deadline and refused lists.
+ */
+static void test_blobs_iov(void **state)
+{
+        struct world *w = *state;
+        struct cairn_store *s = open_http(w);
+        unsigned big = 0;
+        for (unsigned i = 1; i < w->nblobs; i++)
+                if (w->blob_sizes[i] > w->blob_sizes[big])
+                        big = i;
+        const struct cairn_digest *d = &w->blobs[big];
+        uint64_t size = w->blob_sizes[big];
+        assert_true(size > 1 * MiB + 4096 + 100);
+        uint8_t *want = malloc(size), *got = malloc(size + 16);
+        struct iovec *iov = calloc(CAIRN_STORE_IOV_MAX + 1, sizeof(*iov));
+        assert_non_null(want);
+        assert_non_null(got);
+        assert_non_null(iov);
+        assert_int_equal(cairn_store_read_blob(w->local, d, 0, size, want), 0);
+
+        /* The buffers are slices of one allocation with a gap after each, poisoned. */
+        static const size_t odd[] = {1, 0, 4095, 1 * MiB + 3, 0, 7, 1};
+        unsigned n = sizeof(odd) / sizeof(odd[0]);
+        size_t total = 0, at = 0;
+        memset(got, 0xee, size + 16);
+        for (unsigned i = 0; i < n; i++) {
+                iov[i] = (struct iovec){.iov_base = got + at, .iov_len = odd[i]};
+                at += odd[i] + 1;
+                total += odd[i];
+        }
+        uint64_t off = size - total - 17;
+        assert_int_equal(cairn_store_read_blob_iov_until(s, d, off, iov, n, 0), 0);
+        at = 0;
+        for (unsigned i = 0; i < n; i++) {
+                assert_memory_equal(iov[i].iov_base, want + off, odd[i]);
+                assert_int_equal(got[at + odd[i]], 0xee);
+                off += odd[i];
+                at += odd[i] + 1;
+        }
+        /* Ending on the last byte, then one byte past it. */
+        off = size - total;
+        assert_int_equal(cairn_store_read_blob_iov_until(s, d, off, iov, n, 0), 0);
+        assert_memory_equal(iov[3].iov_base, want + off + 1 + 4095, 1 * MiB + 3);
+        assert_int_equal(cairn_store_read_blob_iov_until(s, d, off + 1, iov, n, 0), -EIO);
+
+        /* As many buffers as a call takes, of 0 to 600 bytes, consecutive in got. */
+        uint64_t st = 3;
+        at = 0;
+        for (unsigned i = 0; i < CAIRN_STORE_IOV_MAX; i++) {
+                size_t len = (size_t)(splitmix64(&st) % 601);
+                iov[i] = (struct iovec){.iov_base = got + at, .iov_len = len};
+                at += len;
+        }
+        assert_true(at + 5 <= size);
+        memset(got, 0, at);
+        assert_int_equal(cairn_store_read_blob_iov_until(s, d, 5, iov, CAIRN_STORE_IOV_MAX, 0),
+                         0);
+        assert_memory_equal(got, want + 5, at);
+        assert_int_equal(cairn_store_read_blob_iov_until(s, d, 5, iov, CAIRN_STORE_IOV_MAX + 1, 0),
+                         -EINVAL);
+        assert_int_equal(cairn_store_read_blob_iov_until(s, d, 5, iov, 0, 0), -EINVAL);
+        /* A deadline already past fails at once. */
+        assert_int_equal(
+            cairn_store_read_blob_iov_until(s, d, 0, iov, 2, cairn_fetch_now_ns() - 1),
+            -ETIMEDOUT);
+        free(iov);
+        free(got);
+        free(want);
+        cairn_store_free(s);
+}
+
 static void test_read_only(void **state)
 {
         struct world *w = *state;
@@ -605,7 +681,8 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_open_and_refs), cmocka_unit_test(test_malformed_ref),
-            cmocka_unit_test(test_blobs),         cmocka_unit_test(test_read_only),
+            cmocka_unit_test(test_blobs),         cmocka_unit_test(test_blobs_iov),
+            cmocka_unit_test(test_read_only),
             cmocka_unit_test(test_volume_read),   cmocka_unit_test(test_bad_urls),
             cmocka_unit_test(test_server_down),
         };

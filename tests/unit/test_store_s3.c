@@ -35,6 +35,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -624,6 +625,28 @@ static void test_read_blob(void **state)
         cairn_digest_to_hex(&d, hex);
         snprintf(path, sizeof(path), "/bkt/p/blobs/sha256/%s", hex);
         assert_string_equal(r[n - 1].target, path);
+        free(r);
+
+        /* Scattered: one GET for the whole range, each buffer its slice. */
+        static uint8_t s1[1], s2[4095], s3[70001];
+        struct iovec iov[] = {{s1, sizeof(s1)}, {NULL, 0}, {s2, sizeof(s2)}, {s3, sizeof(s3)}};
+        assert_int_equal(cairn_store_read_blob_iov_until(s, &d, 777, iov, 4, 0), 0);
+        assert_memory_equal(s1, blob + 777, sizeof(s1));
+        assert_memory_equal(s2, blob + 778, sizeof(s2));
+        assert_memory_equal(s3, blob + 778 + sizeof(s2), sizeof(s3));
+        n = requests(&r);
+        assert_string_equal(r[n - 1].method, "GET");
+        assert_string_equal(r[n - 1].range, "bytes=777-74873");
+        free(r);
+        /* Past the end of the blob: a short blob, as for a flat read. */
+        assert_int_equal(cairn_store_read_blob_iov_until(s, &d, sizeof(blob) - 70000, iov, 4, 0),
+                         -EIO);
+        /* A zero total is no request. */
+        unsigned before = requests(&r);
+        free(r);
+        iov[0].iov_len = iov[2].iov_len = iov[3].iov_len = 0;
+        assert_int_equal(cairn_store_read_blob_iov_until(s, &d, 5, iov, 4, 0), 0);
+        assert_int_equal(requests(&r), before);
         free(r);
 
         /* Whole blob into an fd, under a cap. */
