@@ -609,11 +609,13 @@ static void *buf_map(size_t cap)
         return p;
 }
 
-/* The buffer capacity for n bytes: room for the cache trailer, rounded to BUF_ROUND. */
+/*
+ * The buffer capacity for n bytes, rounded to BUF_ROUND.  The cache reads
+ * into it in place (O_DIRECT) except for a last partial 4 KiB block.
+ */
 static size_t buf_cap_for(size_t n)
 {
-        size_t io = n < UINT32_MAX - CAIRN_CACHE_IO_ALIGN ? cairn_cache_io_size((uint32_t)n) : n;
-        return (io + BUF_ROUND - 1) & ~(size_t)(BUF_ROUND - 1);
+        return (n + BUF_ROUND - 1) & ~(size_t)(BUF_ROUND - 1);
 }
 
 /* A recycled buffer of cap may serve a request for want when it wastes at most half. */
@@ -880,59 +882,91 @@ static void batch_extend_locked(struct cairn_volume *vol, struct batch *b)
  * written to the on-disk cache before they are published.  Returns the
  * result for entries[0]; every entry leaves CHUNK_LOADING.
  */
-static int batch_fetch(struct cairn_volume *vol, struct batch *b, uint64_t deadline)
+/*
+ * Fetches chunks lo..hi of a batch (adjacent in their blob) with one range
+ * request and verifies each, setting result[].  The range is scattered
+ * straight into the chunk buffers: an uncompressed chunk's stored bytes
+ * are its bytes, so they land where readers will read them and are only
+ * hashed; compressed ones land in one staging buffer and are decoded from
+ * there.  Returns the fetch's result (the store already retried transport
+ * faults).
+ */
+static int fetch_run(struct cairn_volume *vol, struct batch *b, unsigned lo, unsigned hi,
+                     uint64_t deadline, int *result)
 {
         const struct cairn_manifest *m = &vol->manifest;
+        const struct cairn_manifest_chunk *first = &m->chunks[b->first + lo];
+        struct iovec iov[BATCH_MAX];
+        size_t staged = 0, stage_cap = 0;
+        uint8_t *stage = NULL;
+
+        for (unsigned i = lo; i <= hi; i++)
+                if (m->chunks[b->first + i].flags & CAIRN_CHUNK_ZSTD)
+                        staged += m->chunks[b->first + i].stored_size;
+        if (staged && !(stage = buf_get(vol, staged, &stage_cap)))
+                return -ENOMEM;
+        size_t at = 0;
+        for (unsigned i = lo; i <= hi; i++) {
+                const struct cairn_manifest_chunk *c = &m->chunks[b->first + i];
+                if (c->flags & CAIRN_CHUNK_ZSTD) {
+                        iov[i - lo] = (struct iovec){stage + at, c->stored_size};
+                        at += c->stored_size;
+                } else {
+                        iov[i - lo] = (struct iovec){b->entries[i]->data, c->stored_size};
+                }
+        }
+        uint64_t fd = fetch_deadline(vol, deadline);
+        int r = -EIO; /* when fd is 0: the store is down and was probed within the second */
+        if (fd) {
+                r = cairn_store_read_blob_iov_until(vol->store, &m->blobs[first->blob].digest,
+                                                    first->blob_offset, iov, hi - lo + 1, fd);
+                backend_note(vol, r);
+        }
+        if (r < 0) {
+                cairn_debug("chunks %llu..%llu: fetch failed: %s",
+                            (unsigned long long)(b->first + lo),
+                            (unsigned long long)(b->first + hi), strerror(-r));
+        } else {
+                for (unsigned i = lo; i <= hi; i++)
+                        result[i] = chunk_decode_verify(vol, b->first + i, iov[i - lo].iov_base,
+                                                        b->entries[i]->data);
+        }
+        if (stage)
+                buf_put(vol, stage, stage_cap);
+        return r;
+}
+
+/*
+ * Fetches a batch with range requests, verifies every chunk, and refetches
+ * the runs of chunks that failed verification (a flipped byte on the wire)
+ * until they pass, the attempts run out or the deadline passes.  Verified
+ * chunks are published, then written to the on-disk cache.  Returns the
+ * result for entries[0]; every entry leaves CHUNK_LOADING.
+ */
+static int batch_fetch(struct cairn_volume *vol, struct batch *b, uint64_t deadline)
+{
         int result[BATCH_MAX];
         int r = -EIO;
 
         for (unsigned i = 0; i < b->n; i++)
                 result[i] = -EIO;
         for (unsigned attempt = 0; attempt < CAIRN_VOLUME_VERIFY_ATTEMPTS; attempt++) {
-                unsigned lo = b->n, hi = 0;
-                for (unsigned i = 0; i < b->n; i++)
-                        if (result[i] < 0) {
-                                lo = lo < i ? lo : i;
-                                hi = i;
-                        }
-                if (lo == b->n)
-                        break;
                 if (attempt > 0 && now_ns() >= deadline)
                         break;
-                const struct cairn_manifest_chunk *first = &m->chunks[b->first + lo];
-                const struct cairn_manifest_chunk *last = &m->chunks[b->first + hi];
-                size_t len = (size_t)(last->blob_offset + last->stored_size - first->blob_offset);
-                size_t buf_cap = 0;
-                uint8_t *buf = buf_get(vol, len, &buf_cap);
-                if (!buf) {
-                        r = -ENOMEM;
-                        break;
-                }
-                uint64_t fd = fetch_deadline(vol, deadline);
-                if (!fd) {
-                        buf_put(vol, buf, buf_cap);
-                        r = -EIO; /* the store is down and was probed within the second */
-                        break;
-                }
-                r = cairn_store_read_blob_until(vol->store, &m->blobs[first->blob].digest,
-                                                first->blob_offset, len, buf, fd);
-                backend_note(vol, r);
-                if (r < 0) {
-                        cairn_debug("chunks %llu..%llu: fetch failed: %s",
-                                    (unsigned long long)(b->first + lo),
-                                    (unsigned long long)(b->first + hi), strerror(-r));
-                        buf_put(vol, buf, buf_cap);
-                        break; /* the store already retried transport faults */
-                }
-                for (unsigned i = lo; i <= hi; i++) {
-                        if (result[i] >= 0)
+                bool any = false;
+                r = 0;
+                for (unsigned lo = 0; lo < b->n && r >= 0; lo++) {
+                        if (result[lo] >= 0)
                                 continue;
-                        const struct cairn_manifest_chunk *c = &m->chunks[b->first + i];
-                        result[i] = chunk_decode_verify(vol, b->first + i,
-                                                        buf + (c->blob_offset - first->blob_offset),
-                                                        b->entries[i]->data);
+                        unsigned hi = lo;
+                        while (hi + 1 < b->n && result[hi + 1] < 0)
+                                hi++;
+                        any = true;
+                        r = fetch_run(vol, b, lo, hi, deadline, result);
+                        lo = hi;
                 }
-                buf_put(vol, buf, buf_cap);
+                if (!any || r < 0)
+                        break;
         }
         /*
          * Verified chunks are published first, so that readers waiting for them

@@ -31,6 +31,15 @@
 
 #include "cli_util.h"
 
+/*
+ * Bytes per range request.  Smaller than a mount's read-ahead batches: a
+ * warm keeps `parallel` of them in flight, and every buffer that is not
+ * recycled yet is a fresh mapping whose pages the kernel must zero (on a
+ * VM, often the host first); 8 MiB per request keeps 8 workers within 128
+ * MiB and the loopback throughput measured with 16 MiB (bench/peers.sh).
+ */
+#define WARM_COALESCE (8u << 20)
+
 #define PARALLEL_DEFAULT 8u
 #define PARALLEL_MAX 64u
 
@@ -324,8 +333,9 @@ static int run_warm(int argc, char **argv)
                 .cache_dir = cache_dir,
                 .deadline_ms = sargs.opts.deadline_ms,
                 .cache_max_bytes = cache_size,
-                /* Room for every worker's coalesced batch, decoded. */
-                .memory_limit = (size_t)parallel * 2 * CAIRN_VOLUME_COALESCE_DEFAULT,
+                /* Room for every worker's coalesced batch, decoded, twice over. */
+                .memory_limit = (size_t)parallel * 2 * WARM_COALESCE,
+                .coalesce_max = WARM_COALESCE,
         };
         char why[512] = "";
         int r = cairn_volume_open(store, &ref, &vopts, &vol, why, sizeof(why));
