@@ -896,11 +896,12 @@ int main(int argc, char *argv[])
         cairn_log_set_program("cairnfs");
         fuse_set_log_func(fuse_log_sink);
         /*
-         * A fixed mmap threshold, just above the 1 MiB FUSE read buffers: those
-         * are recycled by the malloc arenas (no fresh pages to fault in per
-         * read), while larger chunk buffers, which the volume pools itself,
-         * go back to the kernel when freed instead of growing an arena's
-         * high-water mark.  Resident memory then follows the volume's budget.
+         * A fixed mmap threshold, just above libfuse's 1 MiB request buffers
+         * (one per worker thread): those stay in the malloc arenas, while
+         * anything larger goes back to the kernel when freed instead of
+         * growing an arena's high-water mark.  Chunk buffers are mapped and
+         * recycled by the volume itself.  Resident memory then follows the
+         * volume's budget.
          */
         mallopt(M_MMAP_THRESHOLD, 2 * 1024 * 1024 + 4096);
         mallopt(M_ARENA_MAX, 4);
