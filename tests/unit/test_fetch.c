@@ -839,7 +839,17 @@ static void test_retry_each_fault(void **state)
                 int r = read_range(f, cases[i].path, 1000, 200 * KiB, &resp);
                 if (r != 0)
                         fail_msg("'%s': %s", cases[i].path, strerror(-r));
-                assert_int_equal(resp.attempts, 2);
+                /*
+                 * A reset can reach the client before any of the half body it
+                 * follows (a RST drops what the socket had not delivered yet);
+                 * libcurl then redoes the request on a fresh connection itself,
+                 * inside our single attempt.  The server still sees exactly the
+                 * faulty request and one good one.
+                 */
+                if (cases[i].b == B_RESET)
+                        assert_true(resp.attempts == 1 || resp.attempts == 2);
+                else
+                        assert_int_equal(resp.attempts, 2);
                 assert_int_equal(script_requests(cases[i].path), 2);
                 assert_int_equal(resp.status, 206);
                 /* Only the stall may take about the stall timeout; the rest retry at once. */
