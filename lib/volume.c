@@ -639,6 +639,33 @@ static struct mem_chunk *evict_candidate_locked(struct cairn_volume *vol, bool s
 }
 
 /*
+ * One step toward the budget, lock held: a pooled buffer goes back to the
+ * kernel (*ret_p NULL), else the least recently used entry that may go is
+ * evicted and its buffer handed to the caller (*ret_p, *ret_cap; still
+ * counted in mem_used) to reuse or unmap.  false when nothing can go.
+ */
+static bool reclaim_one_locked(struct cairn_volume *vol, bool spare_ahead, void **ret_p,
+                               size_t *ret_cap)
+{
+        *ret_p = NULL;
+        *ret_cap = 0;
+        if (vol->pool_n) {
+                vol->pool_n--;
+                vol->pool_bytes -= vol->pool_cap[vol->pool_n];
+                munmap(vol->pool[vol->pool_n], vol->pool_cap[vol->pool_n]);
+                return true;
+        }
+        struct mem_chunk *c = evict_candidate_locked(vol, spare_ahead);
+        if (!c)
+                return false;
+        table_unlink(vol, c);
+        *ret_p = c->data;
+        *ret_cap = c->cap;
+        free(c);
+        return true;
+}
+
+/*
  * Called with lock held.  A buffer of at least n bytes, counted as in use,
  * or NULL.  Memory is recycled wherever it can be: a pooled buffer of a
  * fitting size first; else, while a fresh buffer would not fit the budget,
@@ -669,25 +696,18 @@ static void *buf_get_locked(struct cairn_volume *vol, size_t n, bool within_budg
                 return p;
         }
         while (vol->mem_used + vol->pool_bytes + want > vol->mem_limit) {
-                if (vol->pool_n) {
-                        vol->pool_n--;
-                        vol->pool_bytes -= vol->pool_cap[vol->pool_n];
-                        munmap(vol->pool[vol->pool_n], vol->pool_cap[vol->pool_n]);
-                        continue;
-                }
-                struct mem_chunk *c = evict_candidate_locked(vol, within_budget);
-                if (!c)
+                void *p;
+                size_t cap;
+                if (!reclaim_one_locked(vol, within_budget, &p, &cap))
                         break;
-                table_unlink(vol, c);
-                void *p = c->data;
-                size_t cap = c->cap;
-                free(c);
-                if (buf_fits(cap, want)) {
+                if (p && buf_fits(cap, want)) {
                         *ret_cap = cap; /* stays counted in mem_used */
                         return p;
                 }
-                vol->mem_used -= cap;
-                munmap(p, cap);
+                if (p) {
+                        vol->mem_used -= cap;
+                        munmap(p, cap);
+                }
         }
         if (within_budget && vol->mem_used + vol->pool_bytes + want > vol->mem_limit)
                 return NULL;
@@ -745,19 +765,14 @@ static void table_remove(struct cairn_volume *vol, struct mem_chunk *c)
 static void table_trim_locked(struct cairn_volume *vol)
 {
         while (vol->mem_used + vol->pool_bytes > vol->mem_limit) {
-                if (vol->pool_n) {
-                        vol->pool_n--;
-                        vol->pool_bytes -= vol->pool_cap[vol->pool_n];
-                        munmap(vol->pool[vol->pool_n], vol->pool_cap[vol->pool_n]);
-                        continue;
-                }
-                struct mem_chunk *c = evict_candidate_locked(vol, false);
-                if (!c)
+                void *p;
+                size_t cap;
+                if (!reclaim_one_locked(vol, false, &p, &cap))
                         break;
-                table_unlink(vol, c);
-                vol->mem_used -= c->cap;
-                munmap(c->data, c->cap);
-                free(c);
+                if (p) {
+                        vol->mem_used -= cap;
+                        munmap(p, cap);
+                }
         }
 }
 
