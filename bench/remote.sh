@@ -17,10 +17,11 @@
 #
 # Usage: bench/remote.sh [--build-dir DIR] [--work DIR] [--size-mib N]
 #                        [--runs N] [--no-s3] [--s3-link MB_PER_S:MS] [--write]
-#   --s3-link  also (c): the S3 readers again through faultproxy.py pacing
-#              each response to MB_PER_S (10^6 bytes/s) after MS ms, like
-#              one connection to a real object store (e.g. 90:20); the
-#              loopback figures of (b) measure CPU cost, not parallelism
+#   --s3-link  also (c): the S3 readers again through bench/linkproxy,
+#              which gives every connection MB_PER_S (10^6 bytes/s) and
+#              delays every request by MS ms, like one connection to a real
+#              object store (e.g. 90:20); the loopback figures of (b)
+#              measure CPU cost, not parallelism (needs Go to build it)
 #   --write    also replace the remote section of docs/BENCHMARKS.md
 # Needs root (drops the page cache, mounts), nginx, curl, versitygw (all
 # from scripts/deps.sh) and for (b) s3fs and rclone (scripts/deps.sh --bench).
@@ -273,14 +274,27 @@ if ((do_s3)); then
                 # and delays every first byte like one connection to a real
                 # object store: parallel connections pay off there, not on loopback.
                 echo "== (c) S3 over an S3-like link: ${s3_link%%:*} MB/s per connection, ${s3_link##*:} ms to first byte"
-                faultproxy_start "$gw_port" --mb-per-s "${s3_link%%:*}" --latency-ms "${s3_link##*:}"
+                go=$(command -v go || echo /usr/local/go/bin/go)
+                [[ -x $go ]] || die "Go is missing: cannot build bench/linkproxy"
+                (cd "$repo/bench/linkproxy" && GOFLAGS=-mod=mod "$go" build -o "$work/linkproxy" .) ||
+                        die "cannot build bench/linkproxy"
+                "$work/linkproxy" -upstream "127.0.0.1:$gw_port" -mb-per-s "${s3_link%%:*}" \
+                        -latency-ms "${s3_link##*:}" -port-file "$work/linkproxy.port" \
+                        2>"$work/linkproxy.log" &
+                link_pid=$!
+                at_exit kill "$link_pid"
+                for ((i = 0; i < 100; i++)); do
+                        [[ -s $work/linkproxy.port ]] && break
+                        kill -0 "$link_pid" 2>/dev/null || break
+                        sleep 0.1
+                done
+                [[ -s $work/linkproxy.port ]] || { cat "$work/linkproxy.log" >&2; die "linkproxy does not start"; }
                 cairn_runs=() s3fs_runs=() rclone_runs=()
                 for ((r = 1; r <= runs; r++)); do
-                        s3_round "$FAULTPROXY_URL"
+                        s3_round "http://127.0.0.1:$(cat "$work/linkproxy.port")"
                         echo "  run $r: cairn ${cairn_runs[-1]}, s3fs ${s3fs_runs[-1]}," \
                                 "rclone ${rclone_runs[-1]} MiB/s"
                 done
-                faultproxy_stop "$FAULTPROXY_DIR"
                 s3_figures " (${s3_link%%:*} MB/s, ${s3_link##*:} ms per connection)"
         fi
 fi
@@ -296,9 +310,9 @@ if ((write)); then
                 echo "its page cache), median of $runs interleaved runs. Servers on loopback: nginx"
                 echo "$(nginx -v 2>&1 | grep -o '[0-9.]*$') and versitygw (S3, signatures checked)."
                 if [[ -n $s3_link ]]; then
-                        echo "Rows marked with a link went through \`tests/integration/faultproxy.py\`"
-                        echo "pacing every response body to that many MB/s after that many ms, like one"
-                        echo "connection to a real object store (\`--s3-link\`)."
+                        echo "Rows marked with a link went through \`bench/linkproxy\`, which gives every"
+                        echo "connection that many MB/s and delays every request by that many ms, like"
+                        echo "one connection to a real object store (\`--s3-link\`); connections add up."
                 fi
                 echo
                 echo "| figure | value |"

@@ -1,0 +1,3 @@
+module cairn.dev/bench/linkproxy
+
+go 1.19
