@@ -56,7 +56,9 @@ struct mem_chunk {
  */
 #define STREAMS 32
 #define QUEUE_LEN 512
-#define PREFETCH_WORKERS 4
+#define PREFETCH_WORKERS 12
+/* Read-ahead requests are not cut smaller than this (per-request costs). */
+#define AHEAD_REQUEST_MIN (4u << 20)
 #define WINDOW_MIN (4u << 20)
 /* How far from where a stream got to a read may land and still continue it. */
 #define SEQ_SLACK (8u << 20)
@@ -123,6 +125,7 @@ struct cairn_volume {
         unsigned nworkers;
         bool workers_started, stopping;
         size_t window_max;
+        uint32_t ahead_request_max; /* stored bytes per read-ahead request (remote stores) */
 
         /* Profile recording (profile.h), protected by record_lock. */
         pthread_mutex_t record_lock;
@@ -351,6 +354,18 @@ int cairn_volume_open(struct cairn_store *store, const struct cairn_ref *ref,
         pthread_mutex_init(&vol->record_lock, NULL);
         /* Read-ahead may use half the memory budget; readers need the rest. */
         vol->window_max = vol->mem_limit / 2;
+        /*
+         * A window cut into one request per worker keeps every worker's
+         * connection busy: over a link where each connection has its own
+         * bandwidth (object stores), read-ahead throughput is the number of
+         * requests in flight, and 16 MiB requests would leave most workers
+         * idle in a 48 MiB window.
+         */
+        vol->ahead_request_max = (uint32_t)(vol->window_max / PREFETCH_WORKERS);
+        if (vol->ahead_request_max < AHEAD_REQUEST_MIN)
+                vol->ahead_request_max = AHEAD_REQUEST_MIN;
+        if (vol->ahead_request_max > vol->coalesce_max)
+                vol->ahead_request_max = vol->coalesce_max;
         vol->nbuckets = 1024;
         vol->buckets = calloc(vol->nbuckets, sizeof(*vol->buckets));
         if (!vol->buckets) {
@@ -872,10 +887,11 @@ static void batch_extend_locked(struct cairn_volume *vol, struct batch *b)
 {
         const struct cairn_manifest *m = &vol->manifest;
         uint64_t bytes = m->chunks[b->first].stored_size;
+        uint64_t cap = b->ahead ? vol->ahead_request_max : vol->coalesce_max;
         while (b->n < BATCH_MAX && b->first + b->n < m->hdr->chunk_count) {
                 const struct cairn_manifest_chunk *prev = &m->chunks[b->first + b->n - 1];
                 const struct cairn_manifest_chunk *c = prev + 1;
-                if (!can_join(prev, c) || bytes + c->stored_size > vol->coalesce_max)
+                if (!can_join(prev, c) || bytes + c->stored_size > cap)
                         break;
                 if (table_find(vol, &c->id))
                         break;
