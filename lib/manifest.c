@@ -171,7 +171,7 @@ static int check_table(const char *what, uint64_t offset, uint64_t expect, uint6
 static int validate_header(const struct cairn_manifest_header *h, size_t size, char *errbuf,
                            size_t errlen)
 {
-        uint64_t end;
+        uint64_t end = 0; /* check_table sets it; gcc -O3 cannot see that fail() is < 0 */
         int r;
 
         if (memcmp(h->magic, CAIRN_MANIFEST_MAGIC, sizeof(h->magic)) != 0)

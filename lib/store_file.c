@@ -197,7 +197,7 @@ static int file_read_blob(struct cairn_store *s, const struct cairn_digest *d, u
 {
         (void)deadline_ns; /* local reads do not wait on anything with a deadline */
         (void)len;         /* the iovecs say it */
-        int fd, r;
+        int fd = -1, r;
         r = file_open_blob_fd(s, d, &fd);
         if (r < 0)
                 return r;
@@ -210,7 +210,7 @@ static int file_read_blob(struct cairn_store *s, const struct cairn_digest *d, u
 static int file_copy_blob_to_fd(struct cairn_store *s, const struct cairn_digest *d, int out_fd,
                                 uint64_t max_size, uint64_t *ret_size)
 {
-        int fd, r;
+        int fd = -1, r;
         struct stat st;
         r = file_open_blob_fd(s, d, &fd);
         if (r < 0)
