@@ -133,7 +133,6 @@ class Proxy:
         self.faults = parse_faults(args.faults)
         self.stall_seconds = args.stall_seconds
         # Bytes per second of one response body (0: as fast as it goes).
-        self.pace = args.mb_per_s * 1_000_000
         self.rng = random.Random(args.seed)
         self.only_re = re.compile(args.only_path.encode()) if args.only_path else None
         self.corrupt_re = re.compile(args.corrupt_path.encode())
@@ -567,11 +566,8 @@ class Proxy:
                 return False
             await asyncio.sleep(self.stall_seconds)
 
-        if self.args.latency_ms:
-            await asyncio.sleep(self.args.latency_ms / 1000)
         cwriter.write(out_head)
         sent = 0
-        paced_from = time.monotonic()
         try:
             if dechunked is not None:
                 pieces = iter([dechunked])
@@ -618,10 +614,6 @@ class Proxy:
                 cwriter.write(piece)
                 sent += len(piece)
                 await cwriter.drain()
-                if self.pace:
-                    ahead = sent / self.pace - (time.monotonic() - paced_from)
-                    if ahead > 0:
-                        await asyncio.sleep(ahead)
         finally:
             # How much of a broken body went out before the client gave up:
             # a client that caps what it reads stops a 200 early.
@@ -674,11 +666,6 @@ def main():
     p.add_argument("--stall-seconds", type=float, default=20.0,
                    help="how long a stall lasts before the body goes on")
     p.add_argument("--retry-after", type=int, default=1, help="Retry-After of a 429")
-    p.add_argument("--mb-per-s", type=float, default=0,
-                   help="pace each response body to this many MB/s (10^6 bytes), like one "
-                        "connection to a real object store (0: unpaced)")
-    p.add_argument("--latency-ms", type=float, default=0,
-                   help="wait this long before each response head (time to first byte)")
     p.add_argument("--only-path", default="",
                    help="regex: inject faults only into requests whose path matches")
     p.add_argument("--corrupt-path", default="/blobs/",
