@@ -52,6 +52,7 @@
 
 #define USAGE_MAGIC "CAIRNCU1"
 #define USAGE_SIZE 4096u
+_Static_assert(CAIRN_CACHE_FIXED_BYTES > USAGE_SIZE, "the usage page is counted");
 /* How many shard directories one eviction round samples. */
 #define EVICT_SAMPLE_SHARDS 8
 /* An eviction frees at least this share of the limit, so evictions batch. */
@@ -399,7 +400,8 @@ int cairn_cache_open_with(const char *dir, const struct cairn_cache_options *opt
                  */
                 struct cairn_cache_stats aux = {0};
                 scan_aux(c, &aux, false);
-                uint64_t fixed = USAGE_SIZE + ((aux.manifest_bytes + 4095) & ~(uint64_t)4095) +
+                uint64_t fixed = CAIRN_CACHE_FIXED_BYTES +
+                                 ((aux.manifest_bytes + 4095) & ~(uint64_t)4095) +
                                  aux.manifests * 4096;
                 c->max_bytes = c->max_bytes > fixed ? c->max_bytes - fixed : 1;
         }
@@ -1383,6 +1385,14 @@ int cairn_cache_verify(struct cairn_cache *cache,
                 return r;
         *ret_stats = s;
         return 0;
+}
+
+void cairn_cache_count_manifest(struct cairn_cache *cache, uint64_t size)
+{
+        if (!cache->max_bytes)
+                return;
+        uint64_t n = ((size + 4095) & ~(uint64_t)4095) + 4096;
+        cache->max_bytes = cache->max_bytes > n ? cache->max_bytes - n : 1;
 }
 
 int cairn_cache_manifest_path(const struct cairn_cache *cache, const struct cairn_digest *d,

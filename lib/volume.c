@@ -233,6 +233,7 @@ static int manifest_fetch_to_cache(struct cairn_volume *vol, int *ret_fd)
                 unlink(tmp);
                 return r;
         }
+        cairn_cache_count_manifest(vol->cache, size);
         *ret_fd = fd;
         return 0;
 }

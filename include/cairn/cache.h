@@ -136,6 +136,22 @@ void cairn_cache_put_batch(struct cairn_cache *cache, const struct cairn_cache_i
 void cairn_cache_get_batch(struct cairn_cache *cache, const struct cairn_cache_item *items,
                            size_t n, int *results);
 
+/*
+ * What a cache directory holds besides entries and manifests: the 4 KiB
+ * usage page and the blocks of its 259 directories (chunks/, manifests/,
+ * tmp/ and the 256 shards of chunks/), which du counts on disk
+ * filesystems.  A size limit covers them too.
+ */
+#define CAIRN_CACHE_FIXED_BYTES ((1u + 3u + 256u) * 4096u)
+
+/*
+ * Counts a manifest of size bytes that this process just stored in the
+ * cache (at cairn_cache_manifest_path) against its size limit: the limit is
+ * for the whole directory, and manifests present at open are counted then.
+ * Call before the cache is shared between threads.
+ */
+void cairn_cache_count_manifest(struct cairn_cache *cache, uint64_t size);
+
 /* Path of the cached manifest file for digest d (may not exist) into buf. */
 int cairn_cache_manifest_path(const struct cairn_cache *cache, const struct cairn_digest *d,
                               char *buf, size_t len);

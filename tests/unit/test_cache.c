@@ -923,7 +923,8 @@ static void test_limit_holds(void **state)
         struct cairn_cache *c = NULL;
         const size_t len = 60000;
         const uint64_t limit = 10 * cairn_cache_entry_bytes(len);
-        struct cairn_cache_options o = {.max_bytes = limit, .no_free_floor = true};
+        struct cairn_cache_options o = {.max_bytes = limit + CAIRN_CACHE_FIXED_BYTES,
+                                        .no_free_floor = true};
         uint8_t *buf = malloc(len);
         assert_non_null(buf);
         assert_int_equal(cairn_cache_open_with(f->cdir, &o, &c), 0);
@@ -953,8 +954,9 @@ static void test_lru_evicts_least_recently_used(void **state)
         struct fixture *f = *state;
         struct cairn_cache *c = NULL;
         const size_t len = 4000;
-        /* Room for exactly four entries besides the 4 KiB usage page. */
-        struct cairn_cache_options o = {.max_bytes = 4 * cairn_cache_entry_bytes(len) + 4096,
+        /* Room for exactly four entries besides the usage page and the directories. */
+        struct cairn_cache_options o = {.max_bytes = 4 * cairn_cache_entry_bytes(len) +
+                                                     CAIRN_CACHE_FIXED_BYTES,
                                         .no_free_floor = true};
         uint8_t buf[4000];
         struct cairn_digest ids[5];
@@ -1114,7 +1116,8 @@ static void test_put_batch(void **state)
         closedir(d);
         /* Under a limit, a batch never takes the cache past it. */
         struct cairn_cache *c = NULL;
-        struct cairn_cache_options o = {.max_bytes = 5 * cairn_cache_entry_bytes(7000) + 4096,
+        struct cairn_cache_options o = {.max_bytes = 5 * cairn_cache_entry_bytes(7000) +
+                                                     CAIRN_CACHE_FIXED_BYTES,
                                         .no_free_floor = true};
         char dir2[1300];
         snprintf(dir2, sizeof(dir2), "%s/limited", f->dir);
@@ -1122,6 +1125,28 @@ static void test_put_batch(void **state)
         cairn_cache_put_batch(c, items, N, results);
         assert_true(cairn_cache_usage(c) <= 5 * cairn_cache_entry_bytes(7000));
         assert_true(chunks_on_disk(dir2) <= 5 * cairn_cache_entry_bytes(7000));
+        cairn_cache_free(c);
+}
+
+/* A manifest this process caches after opening counts against its limit at once. */
+static void test_limit_counts_manifest_cached_later(void **state)
+{
+        struct fixture *f = *state;
+        struct cairn_cache *c = NULL;
+        const size_t len = 4000; /* one 4 KiB block each */
+        const uint64_t manifest = 5000, manifest_bytes = 8192 + 4096;
+        struct cairn_cache_options o = {.max_bytes = 4 * cairn_cache_entry_bytes(len) +
+                                                     manifest_bytes + CAIRN_CACHE_FIXED_BYTES,
+                                        .no_free_floor = true};
+        uint8_t buf[4000];
+        assert_int_equal(cairn_cache_open_with(f->cdir, &o, &c), 0);
+        cairn_cache_count_manifest(c, manifest);
+        for (unsigned i = 0; i < 8; i++) {
+                struct cairn_digest id;
+                fill_entry(buf, len, i, &id);
+                assert_int_equal(cairn_cache_put(c, &id, buf, (uint32_t)len), 0);
+                assert_true(cairn_cache_usage(c) <= 4 * cairn_cache_entry_bytes(len));
+        }
         cairn_cache_free(c);
 }
 
@@ -1145,6 +1170,7 @@ int main(void)
             T(test_concurrent),
             T(test_limit_holds),
             T(test_lru_evicts_least_recently_used),
+            T(test_limit_counts_manifest_cached_later),
             T(test_limit_across_processes),
             T(test_prune_and_verify),
             T(test_counter_recovers_from_lost_usage_file),
