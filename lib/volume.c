@@ -654,6 +654,29 @@ static struct mem_chunk *evict_candidate_locked(struct cairn_volume *vol, bool s
         return NULL;
 }
 
+/* How many evictable entries from the LRU's cold end are searched for a buffer that fits. */
+#define EVICT_FIT_SCAN 8
+
+/*
+ * Among the EVICT_FIT_SCAN least recently used entries that may go, the
+ * coldest whose buffer fits want as it is, or NULL.  Chunk sizes vary, so
+ * the very coldest often has a buffer of the wrong size; unmapping it and
+ * mapping another costs a fresh zeroed page for every page.  Lock held.
+ */
+static struct mem_chunk *evict_fitting_candidate_locked(struct cairn_volume *vol,
+                                                        bool spare_ahead, size_t want)
+{
+        unsigned seen = 0;
+        for (struct mem_chunk *c = vol->lru_tail; c && seen < EVICT_FIT_SCAN; c = c->prev) {
+                if (c->pins != 0 || c->state == CHUNK_LOADING || (spare_ahead && c->ahead))
+                        continue;
+                if (buf_fits(c->cap, want))
+                        return c;
+                seen++;
+        }
+        return NULL;
+}
+
 /*
  * One step toward the budget, lock held: a pooled buffer goes back to the
  * kernel (*ret_p NULL), else the least recently used entry that may go is
@@ -714,12 +737,16 @@ static void *buf_get_locked(struct cairn_volume *vol, size_t n, bool within_budg
         while (vol->mem_used + vol->pool_bytes + want > vol->mem_limit) {
                 void *p;
                 size_t cap;
-                if (!reclaim_one_locked(vol, within_budget, &p, &cap))
-                        break;
-                if (p && buf_fits(cap, want)) {
-                        *ret_cap = cap; /* stays counted in mem_used */
+                struct mem_chunk *fit = evict_fitting_candidate_locked(vol, within_budget, want);
+                if (fit) {
+                        table_unlink(vol, fit);
+                        p = fit->data;
+                        *ret_cap = fit->cap; /* stays counted in mem_used */
+                        free(fit);
                         return p;
                 }
+                if (!reclaim_one_locked(vol, within_budget, &p, &cap))
+                        break;
                 if (p) {
                         vol->mem_used -= cap;
                         munmap(p, cap);
