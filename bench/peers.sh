@@ -359,23 +359,9 @@ url=$NGINX_URL/store
 bucket="cairn-bench"
 access_key=bench$(python3 -c 'import secrets; print(secrets.token_hex(6))')
 secret_key=$(python3 -c 'import secrets; print(secrets.token_urlsafe(30))')
-mkdir -p "$work/gw/data"
-gw_port=
-for ((i = 0; i < 3; i++)); do
-        gw_port=$(free_port)
-        ROOT_ACCESS_KEY_ID=$access_key ROOT_SECRET_ACCESS_KEY=$secret_key \
-                "$versitygw" --port "127.0.0.1:$gw_port" --region us-east-1 --quiet \
-                posix "$work/gw/data" >>"$work/logs/versitygw.log" 2>&1 &
-        gw_pid=$!
-        if _wait_listening "$gw_port" "$gw_pid" 20; then
-                at_exit _stop_pid "$gw_pid" versitygw
-                break
-        fi
-        _stop_pid "$gw_pid" versitygw
-        gw_port=
-done
-[[ -n $gw_port ]] || { cat "$work/logs/versitygw.log" >&2; die "versitygw does not start"; }
-endpoint=http://127.0.0.1:$gw_port
+versitygw_start "$versitygw" "$work/gw/data" "$work/logs/versitygw.log" "$access_key" "$secret_key" ||
+        die "versitygw does not start"
+endpoint=http://127.0.0.1:$GW_PORT
 # s3fs reads its credentials from a file, rclone from its environment.
 printf '%s:%s\n' "$access_key" "$secret_key" >"$work/s3fs.passwd"
 chmod 600 "$work/s3fs.passwd"

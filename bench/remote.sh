@@ -160,23 +160,9 @@ if ((do_s3)); then
         bucket="cairn-bench"
         access_key=bench$(python3 -c 'import secrets; print(secrets.token_hex(6))')
         secret_key=$(python3 -c 'import secrets; print(secrets.token_urlsafe(30))')
-        mkdir -p "$work/gw/data"
-        gw_port=
-        for attempt in 1 2 3; do
-                gw_port=$(free_port)
-                ROOT_ACCESS_KEY_ID=$access_key ROOT_SECRET_ACCESS_KEY=$secret_key \
-                        "$versitygw" --port "127.0.0.1:$gw_port" --region us-east-1 --quiet \
-                        posix "$work/gw/data" >>"$work/gw/stdout" 2>&1 &
-                gw_pid=$!
-                if _wait_listening "$gw_port" "$gw_pid" 20; then
-                        at_exit _stop_pid "$gw_pid" versitygw
-                        break
-                fi
-                _stop_pid "$gw_pid" versitygw
-                gw_port=
-        done
-        [[ -n $gw_port ]] || { cat "$work/gw/stdout" >&2; die "versitygw does not start"; }
-        endpoint=http://127.0.0.1:$gw_port
+        versitygw_start "$versitygw" "$work/gw/data" "$work/gw/stdout" "$access_key" "$secret_key" ||
+                die "versitygw does not start"
+        endpoint=http://127.0.0.1:$GW_PORT
         echo "versitygw on $endpoint"
         export AWS_CONFIG_FILE=$work/no-aws-config AWS_SHARED_CREDENTIALS_FILE=$work/no-aws-credentials
         unset AWS_PROFILE AWS_DEFAULT_REGION AWS_ENDPOINT_URL_S3 AWS_SESSION_TOKEN
@@ -278,7 +264,7 @@ if ((do_s3)); then
                 [[ -x $go ]] || die "Go is missing: cannot build bench/linkproxy"
                 (cd "$repo/bench/linkproxy" && GOFLAGS=-mod=mod "$go" build -o "$work/linkproxy" .) ||
                         die "cannot build bench/linkproxy"
-                "$work/linkproxy" -upstream "127.0.0.1:$gw_port" -mb-per-s "${s3_link%%:*}" \
+                "$work/linkproxy" -upstream "127.0.0.1:$GW_PORT" -mb-per-s "${s3_link%%:*}" \
                         -latency-ms "${s3_link##*:}" -port-file "$work/linkproxy.port" \
                         2>"$work/linkproxy.log" &
                 link_pid=$!

@@ -26,6 +26,12 @@
 #       stats.json, proxy.log), FAULTPROXY_PID
 #   faultproxy_control DIR KEY=VALUE...   rewrites its control file
 #   faultproxy_stop DIR      stops it; its fault counts are in DIR/stats.json
+#   versitygw_start BIN DATA LOG ACCESS_KEY SECRET_KEY [ARGS...]
+#       versitygw (S3, signatures checked) on a free port of 127.0.0.1,
+#       serving the directory DATA (posix backend), the root credentials in
+#       its environment (never argv), ARGS before the backend, its output
+#       appended to LOG; sets GW_PORT, GW_PID; stopped at exit.  Returns 1,
+#       LOG on stderr, when it does not start.
 #   at_exit CMD...           runs CMD at exit (last registered, first run)
 #   free_port                prints a TCP port nobody listens on right now
 #   _wait_listening PORT PID SECS   until PORT accepts (1 if PID died first)
@@ -123,6 +129,30 @@ _stop_pid() {
         fi
         wait "$pid" 2>/dev/null || true
         return 0
+}
+
+# ---------------------------------------------------------------- versitygw
+
+versitygw_start() {
+        local bin=$1 data=$2 logf=$3 access_key=$4 secret_key=$5 attempt
+        shift 5
+        mkdir -p "$data"
+        for attempt in 1 2 3 4 5; do
+                GW_PORT=$(free_port)
+                ROOT_ACCESS_KEY_ID=$access_key ROOT_SECRET_ACCESS_KEY=$secret_key \
+                        "$bin" --port "127.0.0.1:$GW_PORT" --region us-east-1 "$@" --quiet \
+                        posix "$data" >>"$logf" 2>&1 &
+                GW_PID=$!
+                if _wait_listening "$GW_PORT" "$GW_PID" 20; then
+                        at_exit _stop_pid "$GW_PID" versitygw
+                        _slog "versitygw (pid $GW_PID) serves $data at http://127.0.0.1:$GW_PORT"
+                        return 0
+                fi
+                _stop_pid "$GW_PID" versitygw
+                _slog "versitygw did not start on port $GW_PORT (attempt $attempt)"
+        done
+        cat "$logf" >&2
+        return 1
 }
 
 # ---------------------------------------------------------------- nginx

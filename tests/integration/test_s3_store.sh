@@ -61,29 +61,12 @@ ACCESS_KEY=cairn$(rand 6 | tr -dc 'A-Za-z0-9')
 SECRET_KEY=$(rand 30)
 WRONG_SECRET=$(rand 30)
 
-# gw_start: versitygw on a free port of 127.0.0.1, root credentials in its
-# environment (never in argv); virtual-hosted names under "localhost",
-# which curl resolves to loopback by itself.
+# gw_start: versitygw with virtual-hosted names under "localhost", which
+# curl resolves to loopback by itself.
 gw_start() {
-        local attempt
-        mkdir -p "$GW/data"
-        for attempt in 1 2 3 4 5; do
-                GW_PORT=$(free_port)
-                ROOT_ACCESS_KEY_ID=$ACCESS_KEY ROOT_SECRET_ACCESS_KEY=$SECRET_KEY \
-                        "$VERSITYGW" --port "127.0.0.1:$GW_PORT" --region us-east-1 \
-                        --virtual-domain localhost --access-log "$GW/access.log" --quiet \
-                        posix "$GW/data" >>"$GW/stdout" 2>&1 &
-                GW_PID=$!
-                if _wait_listening "$GW_PORT" "$GW_PID" 20; then
-                        at_exit _stop_pid "$GW_PID" versitygw
-                        log "versitygw on 127.0.0.1:$GW_PORT (pid $GW_PID)"
-                        return 0
-                fi
-                _stop_pid "$GW_PID" versitygw
-                log "versitygw did not start on port $GW_PORT (attempt $attempt)"
-        done
-        cat "$GW/stdout" >&2
-        fail "versitygw does not start"
+        versitygw_start "$VERSITYGW" "$GW/data" "$GW/stdout" "$ACCESS_KEY" "$SECRET_KEY" \
+                --virtual-domain localhost --access-log "$GW/access.log" ||
+                fail "versitygw does not start"
 }
 
 # Signed S3 requests with curl for setup; the credentials go through a
