@@ -403,6 +403,18 @@ void cli_format_size(uint64_t bytes, char *buf, size_t len)
         snprintf(buf, len, "%.1f %s", v, units[u]);
 }
 
+const char *cli_format_size_exact(uint64_t bytes, char *buf, size_t len)
+{
+        char human[32];
+
+        cli_format_size(bytes, human, sizeof(human));
+        if (bytes < 1024)
+                snprintf(buf, len, "%s", human);
+        else
+                snprintf(buf, len, "%s (%llu bytes)", human, (unsigned long long)bytes);
+        return buf;
+}
+
 int cli_escape(const char *s, char **ret_escaped)
 {
         size_t n = strlen(s);

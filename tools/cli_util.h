@@ -159,6 +159,8 @@ int cli_open_volume(struct cairn_store *store, const struct cairn_ref *ref,
 
 /* "1.0 GiB", "512 B": a size for humans. */
 void cli_format_size(uint64_t bytes, char *buf, size_t len);
+/* "1.0 GiB (1073741824 bytes)", "512 B": the same with the exact count; returns buf. */
+const char *cli_format_size_exact(uint64_t bytes, char *buf, size_t len);
 
 /*
  * A copy of s with control characters and backslashes escaped (\xNN, \\),

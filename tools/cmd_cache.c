@@ -73,19 +73,6 @@ static void cache_help(FILE *out)
               out);
 }
 
-/* "1.0 GiB (1073741824 bytes)" */
-static const char *sized(uint64_t bytes, char *buf, size_t len)
-{
-        char human[32];
-
-        cli_format_size(bytes, human, sizeof(human));
-        if (bytes < 1024)
-                snprintf(buf, len, "%s", human);
-        else
-                snprintf(buf, len, "%s (%" PRIu64 " bytes)", human, bytes);
-        return buf;
-}
-
 /*
  * Opens the cache at dir, which must already be one.  No size limit and
  * no free-space floor: these commands only ever remove entries.
@@ -162,11 +149,11 @@ static int run_stats(struct cairn_cache *cache, bool json)
         }
         printf("cache:            %s\n", cairn_cache_dir(cache));
         printf("entries:          %" PRIu64 "\n", st.entries);
-        printf("bytes:            %s\n", sized(st.bytes, a, sizeof(a)));
+        printf("bytes:            %s\n", cli_format_size_exact(st.bytes, a, sizeof(a)));
         /* Writers in flight, or a crashed one, make these differ; prune reconciles. */
-        printf("accounted bytes:  %s\n", sized(st.accounted_bytes, a, sizeof(a)));
+        printf("accounted bytes:  %s\n", cli_format_size_exact(st.accounted_bytes, a, sizeof(a)));
         printf("manifests:        %" PRIu64 ", %s\n", st.manifests,
-               sized(st.manifest_bytes, a, sizeof(a)));
+               cli_format_size_exact(st.manifest_bytes, a, sizeof(a)));
         printf("temporary files:  %" PRIu64 "\n", st.temp_files);
         return CLI_EXIT_OK;
 }

@@ -101,19 +101,6 @@ static void print_json(const struct inspect_report *r)
         fputs("}\n", stdout);
 }
 
-/* "1.0 GiB (1073741824 bytes)" */
-static const char *sized(uint64_t bytes, char *buf, size_t len)
-{
-        char human[32];
-
-        cli_format_size(bytes, human, sizeof(human));
-        if (bytes < 1024)
-                snprintf(buf, len, "%s", human);
-        else
-                snprintf(buf, len, "%s (%" PRIu64 " bytes)", human, bytes);
-        return buf;
-}
-
 static void print_human(const struct inspect_report *r)
 {
         const struct cairn_manifest_stats *s = &r->stats;
@@ -121,21 +108,21 @@ static void print_human(const struct inspect_report *r)
 
         printf("ref:             %s\n", r->ref);
         printf("manifest:        %s\n", r->digest);
-        printf("manifest size:   %s\n", sized(r->manifest_size, a, sizeof(a)));
+        printf("manifest size:   %s\n", cli_format_size_exact(r->manifest_size, a, sizeof(a)));
         printf("files:           %" PRIu64 "\n", s->files);
         printf("directories:     %" PRIu64 "\n", s->dirs);
         printf("symlinks:        %" PRIu64 "\n", s->symlinks);
-        printf("logical size:    %s\n", sized(s->logical_bytes, a, sizeof(a)));
+        printf("logical size:    %s\n", cli_format_size_exact(s->logical_bytes, a, sizeof(a)));
         printf("chunk refs:      %" PRIu64 "\n", s->chunk_refs);
         printf("unique chunks:   %" PRIu64 "\n", s->unique_chunks);
-        printf("unique bytes:    %s\n", sized(s->unique_bytes, a, sizeof(a)));
-        printf("stored bytes:    %s", sized(s->stored_bytes, a, sizeof(a)));
+        printf("unique bytes:    %s\n", cli_format_size_exact(s->unique_bytes, a, sizeof(a)));
+        printf("stored bytes:    %s", cli_format_size_exact(s->stored_bytes, a, sizeof(a)));
         if (s->stored_bytes > 0)
                 printf(", compression ratio %.2f\n",
                        (double)s->unique_bytes / (double)s->stored_bytes);
         else
                 putchar('\n');
-        printf("blobs:           %" PRIu64 ", %s\n", s->blobs, sized(s->blob_bytes, a, sizeof(a)));
+        printf("blobs:           %" PRIu64 ", %s\n", s->blobs, cli_format_size_exact(s->blob_bytes, a, sizeof(a)));
         cli_format_size(r->chunk_min, a, sizeof(a));
         cli_format_size(r->chunk_avg, b, sizeof(b));
         cli_format_size(r->chunk_max, c, sizeof(c));
@@ -145,9 +132,9 @@ static void print_human(const struct inspect_report *r)
         printf("base:            %s (%s)\n", r->base_ref, r->base_digest);
         printf("shared chunks:   %" PRIu64 " of %" PRIu64 "\n", s->base_shared_chunks,
                s->unique_chunks);
-        printf("shared bytes:    %s stored\n", sized(s->base_shared_bytes, a, sizeof(a)));
+        printf("shared bytes:    %s stored\n", cli_format_size_exact(s->base_shared_bytes, a, sizeof(a)));
         printf("new chunks:      %" PRIu64 "\n", r->new_chunks);
-        printf("new bytes:       %s stored\n", sized(r->new_bytes, a, sizeof(a)));
+        printf("new bytes:       %s stored\n", cli_format_size_exact(r->new_bytes, a, sizeof(a)));
 }
 
 static void describe_volume(const struct cairn_volume *vol, const struct cairn_ref *ref,
