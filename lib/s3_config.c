@@ -426,7 +426,7 @@ static bool credential_valid(const char *s)
 }
 
 /* Region names go into host names and the credential scope. */
-static bool region_valid(const char *s)
+bool cairn_s3_region_valid(const char *s)
 {
         size_t n = strlen(s);
         if (n == 0 || n > 64)
@@ -576,7 +576,7 @@ int cairn_s3_config_load(const struct cairn_store_options *opts, struct cairn_s3
                 region_source = "the profile's region";
         if (!region)
                 region = "us-east-1";
-        if (!region_valid(region)) {
+        if (!cairn_s3_region_valid(region)) {
                 set_err(errbuf, errlen, "invalid region '%.64s' (from %s)", region, region_source);
                 r = -EINVAL;
                 goto out;

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cairn/ref.h"
+#include "cairn/s3.h"
 #include "cairn/store.h"
 #include "cairn/volume.h"
 
@@ -134,19 +135,6 @@ static bool endpoint_valid(const char *s)
         return true;
 }
 
-/* AWS region names: letters, digits, '-' and '_' (the library checks the same). */
-static bool region_valid(const char *s)
-{
-        size_t n = strlen(s);
-
-        if (n == 0 || n > 64)
-                return false;
-        for (; *s; s++)
-                if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_')
-                        return false;
-        return true;
-}
-
 /* A profile is a section name of the AWS shared files: printable, no brackets. */
 static bool profile_valid(const char *s)
 {
@@ -183,7 +171,7 @@ int cli_store_parse_option(struct cli_store_args *args, int c, const char *arg)
                 args->s3_flag = "--endpoint";
                 return 1;
         case CLI_OPT_REGION:
-                if (!region_valid(arg)) {
+                if (!cairn_s3_region_valid(arg)) {
                         cli_usage_error("invalid --region '%s': expected a name like us-east-1",
                                         arg);
                         return -EINVAL;

@@ -33,6 +33,9 @@ struct cairn_s3_config {
         bool path_style;
 };
 
+/* A region name S3 requests can carry (host names, credential scope): 1-64 of [A-Za-z0-9_-]. */
+bool cairn_s3_region_valid(const char *s);
+
 /* Resolves the configuration; -EINVAL with a reason in errbuf on malformed input. */
 int cairn_s3_config_load(const struct cairn_store_options *opts, struct cairn_s3_config *ret_config,
                          char *errbuf, size_t errlen);

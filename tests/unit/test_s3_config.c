@@ -549,9 +549,29 @@ static void test_ini_malformed(void **state)
         assert_string_equal(kv.text, "region=r;");
 }
 
+static void test_region_names(void **state)
+{
+        (void)state;
+        static const char *const good[] = {"us-east-1", "eu-west-3", "cn_north_1", "X", "a0"};
+        static const char *const bad[] = {"", "us east 1", "us-east-1.evil.com", "a/b", "r\n",
+                                          "caf\xc3\xa9"};
+        for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+                assert_true(cairn_s3_region_valid(good[i]));
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+                assert_false(cairn_s3_region_valid(bad[i]));
+        char longest[66];
+        memset(longest, 'a', 64);
+        longest[64] = '\0';
+        assert_true(cairn_s3_region_valid(longest));
+        longest[64] = 'a';
+        longest[65] = '\0';
+        assert_false(cairn_s3_region_valid(longest));
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_region_names),
                 cmocka_unit_test_setup_teardown(test_defaults_anonymous, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_environment, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_endpoint_and_addressing, setup, teardown),
