@@ -10,60 +10,17 @@
 #include <sys/statvfs.h>
 
 #include "cairn/log.h"
+#include "cairn/mountinfo.h"
 #include "csi_mount.h"
-
-/* Undoes mountinfo's octal escapes (\040 for a space, ...) in place. */
-static void unescape(char *s)
-{
-        char *out = s;
-
-        for (; *s; s++) {
-                if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
-                    s[3] >= '0' && s[3] <= '7') {
-                        *out++ = (char)(((s[1] - '0') << 6) | ((s[2] - '0') << 3) | (s[3] - '0'));
-                        s += 3;
-                } else {
-                        *out++ = *s;
-                }
-        }
-        *out = '\0';
-}
 
 int csi_mount_find(const char *path, char *fstype, size_t fstype_len)
 {
-        FILE *f = fopen("/proc/self/mountinfo", "re");
-        char *line = NULL;
-        size_t cap = 0;
-        int found = 0;
+        struct cairn_mount_entry e;
+        int r = cairn_mountinfo_find(path, NULL, &e);
 
-        if (!f)
-                return -errno;
-        /* Later lines are mounted later: the last match is the mount on top. */
-        while (getline(&line, &cap, f) > 0) {
-                char *save = NULL, *tok, *mountpoint = NULL, *type = NULL;
-                int i = 0;
-
-                for (tok = strtok_r(line, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save)) {
-                        if (i == 4)
-                                mountpoint = tok;
-                        if (i >= 5 && strcmp(tok, "-") == 0) {
-                                type = strtok_r(NULL, " \n", &save);
-                                break;
-                        }
-                        i++;
-                }
-                if (!mountpoint || !type)
-                        continue;
-                unescape(mountpoint);
-                if (strcmp(mountpoint, path) != 0)
-                        continue;
-                found = 1;
-                if (fstype && fstype_len)
-                        snprintf(fstype, fstype_len, "%s", type);
-        }
-        free(line);
-        fclose(f);
-        return found;
+        if (r == 1 && fstype && fstype_len)
+                snprintf(fstype, fstype_len, "%s", e.fstype);
+        return r;
 }
 
 int csi_mount_probe(const char *path)

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cairn/fdio.h"
 #include "cairn/log.h"
 #include "csi_secrets.h"
 
@@ -116,23 +117,12 @@ fail:
 
 static int write_private(int dirfd, const char *name, const char *text)
 {
-        size_t len = strlen(text), off = 0;
-        int fd, r = 0;
+        int fd, r;
 
         fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0)
                 return -errno;
-        while (off < len) {
-                ssize_t n = write(fd, text + off, len - off);
-
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        r = -errno;
-                        break;
-                }
-                off += (size_t)n;
-        }
+        r = cairn_write_all(fd, text, strlen(text));
         if (close(fd) < 0 && r >= 0)
                 r = -errno;
         return r;

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cairn/digest.h"
+#include "cairn/fdio.h"
 #include "cairn/log.h"
 #include "csi_state.h"
 
@@ -377,7 +378,6 @@ int csi_state_save(struct csi_state *st, const struct csi_record *rec)
         char key[CAIRN_DIGEST_HEX_LEN + 1], tmp[CAIRN_DIGEST_HEX_LEN + 16];
         int dirfd = st->kind_fd[rec->kind], fd, r;
         char *text = NULL;
-        size_t len, off = 0;
 
         r = csi_record_format(rec, &text);
         if (r < 0)
@@ -391,18 +391,7 @@ int csi_state_save(struct csi_state *st, const struct csi_record *rec)
                 r = -errno;
                 goto out;
         }
-        len = strlen(text);
-        while (off < len) {
-                ssize_t n = write(fd, text + off, len - off);
-
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        r = -errno;
-                        break;
-                }
-                off += (size_t)n;
-        }
+        r = cairn_write_all(fd, text, strlen(text));
         if (r >= 0 && fsync(fd) < 0)
                 r = -errno;
         close(fd);

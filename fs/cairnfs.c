@@ -39,6 +39,7 @@
 
 #include "cairn/cache.h"
 #include "cairn/log.h"
+#include "cairn/mountinfo.h"
 #include "cairn/parse.h"
 #include "cairn/profile.h"
 #include "cairn/ref.h"
@@ -317,71 +318,6 @@ static void syslog_sink(int level, const char *msg)
         syslog(level, "%s", msg);
 }
 
-/* Undoes the octal escapes (\040 for space, ...) of a /proc/self/mountinfo path, in place. */
-static void unescape_mountinfo(char *s)
-{
-        char *out = s;
-
-        for (; *s; s++) {
-                if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
-                    s[3] >= '0' && s[3] <= '7') {
-                        *out++ = (char)(((s[1] - '0') << 6) | ((s[2] - '0') << 3) | (s[3] - '0'));
-                        s += 3;
-                } else {
-                        *out++ = *s;
-                }
-        }
-        *out = '\0';
-}
-
-/*
- * Finds the device number of our mount from /proc/self/mountinfo (the last
- * fuse.cairnfs mount on mountpoint: the one on top).  stat() cannot be used:
- * it would wait for a FUSE reply that nobody is serving yet.
- */
-static int find_mount_dev(const char *mountpoint, unsigned *ret_major, unsigned *ret_minor)
-{
-        FILE *f = fopen("/proc/self/mountinfo", "re");
-        unsigned major = 0, minor = 0;
-        size_t cap = 0;
-        char *line = NULL;
-        bool found = false;
-
-        if (!f)
-                return -errno;
-        while (getline(&line, &cap, f) > 0) {
-                char *fields[5], *save = NULL, *tok, *fstype = NULL;
-                unsigned maj, min;
-                int i = 0;
-
-                for (tok = strtok_r(line, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save)) {
-                        if (i < 5) {
-                                fields[i++] = tok;
-                        } else if (strcmp(tok, "-") == 0) {
-                                fstype = strtok_r(NULL, " \n", &save);
-                                break;
-                        }
-                }
-                if (i < 5 || !fstype || strcmp(fstype, "fuse.cairnfs") != 0)
-                        continue;
-                if (sscanf(fields[2], "%u:%u", &maj, &min) != 2)
-                        continue;
-                unescape_mountinfo(fields[4]);
-                if (strcmp(fields[4], mountpoint) != 0)
-                        continue;
-                major = maj;
-                minor = min;
-                found = true;
-        }
-        free(line);
-        fclose(f);
-        if (!found)
-                return -ENOENT;
-        *ret_major = major;
-        *ret_minor = minor;
-        return 0;
-}
-
 /*
  * The kernel caps readahead at the smaller of what init() asks for and the
  * mount's BDI read_ahead_kb, which starts at 128 KiB: raise the latter.
@@ -389,16 +325,23 @@ static int find_mount_dev(const char *mountpoint, unsigned *ret_major, unsigned 
  */
 static void raise_readahead(const char *mountpoint)
 {
-        unsigned major = 0, minor = 0;
+        struct cairn_mount_entry mount;
         char path[64], value[16];
         int fd, r, n;
 
-        r = find_mount_dev(mountpoint, &major, &minor);
-        if (r < 0) {
-                cairn_debug("cannot find '%s' in mountinfo: %s", mountpoint, strerror(-r));
+        /*
+         * The device number of our mount (the last fuse.cairnfs one on
+         * mountpoint: the one on top) comes from mountinfo: stat() would wait
+         * for a FUSE reply that nobody is serving yet.
+         */
+        r = cairn_mountinfo_find(mountpoint, "fuse.cairnfs", &mount);
+        if (r <= 0) {
+                cairn_debug("cannot find '%s' in mountinfo: %s", mountpoint,
+                            strerror(r < 0 ? -r : ENOENT));
                 return;
         }
-        snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", major, minor);
+        snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", mount.major,
+                 mount.minor);
         n = snprintf(value, sizeof(value), "%u\n", CAIRNFS_READAHEAD / 1024);
         fd = open(path, O_WRONLY | O_CLOEXEC);
         if (fd < 0 || write(fd, value, (size_t)n) != n)

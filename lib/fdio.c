@@ -1,14 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Small file-descriptor helpers shared by the transports: one copy of the
- * loop every writer needs, instead of one per store.
+ * Small file-descriptor helpers: one copy of the loop every writer needs,
+ * instead of one per store or front.
  */
 #include <errno.h>
 #include <stdint.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "fdio.h"
+#include "cairn/fdio.h"
 
 int cairn_write_all(int fd, const void *data, size_t len)
 {
@@ -20,6 +20,8 @@ int cairn_write_all(int fd, const void *data, size_t len)
                                 continue;
                         return -errno;
                 }
+                if (n == 0)
+                        return -EIO; /* a descriptor that takes nothing would loop forever */
                 p += n;
                 len -= (size_t)n;
         }

@@ -47,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cairn/fdio.h"
 #include "cairn/fetch.h"
 #include "cairn/log.h"
 #include "cairn/s3.h"
@@ -440,23 +441,6 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata)
         return n;
 }
 
-static int write_all(int fd, const char *p, size_t len)
-{
-        while (len) {
-                ssize_t w = write(fd, p, len);
-                if (w < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (w == 0)
-                        return -EIO;
-                p += w;
-                len -= (size_t)w;
-        }
-        return 0;
-}
-
 /*
  * Points the iovec cursor at byte pos of the body.  The destination is a
  * function of the byte offset alone: a resumed attempt lands exactly where
@@ -548,7 +532,7 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userdata)
                         job_fault(j, FAULT_FATAL, -EFBIG, "body over its cap");
                         return 0;
                 }
-                int r = write_all(q->out_fd, data, n);
+                int r = cairn_write_all(q->out_fd, data, n);
                 if (r < 0) {
                         job_fault(j, FAULT_FATAL, r, "cannot write the body to its fd");
                         return 0;

@@ -23,7 +23,7 @@
 
 #include "cairn/log.h"
 #include "cairn/ref.h"
-#include "fdio.h"
+#include "cairn/fdio.h"
 #include "store_backend.h"
 
 

@@ -43,7 +43,7 @@
 #include "cairn/ref.h"
 #include "cairn/s3.h"
 #include "cairn/sigv4.h"
-#include "fdio.h"
+#include "cairn/fdio.h"
 #include "store_backend.h"
 
 #define MiB (1024ull * 1024)
