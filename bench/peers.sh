@@ -271,32 +271,29 @@ s3fs_mount() { # MOUNTPOINT
         mounts+=("$1")
         wait_mounted "$1" "" s3fs
 }
-rclone_mount() { # MOUNTPOINT CACHE_DIR; sets DAEMON_PID
-        mkdir -p "$1"
-        rclone mount "bench:$bucket" "$1" --read-only \
-                --vfs-cache-mode full --cache-dir "$2" --log-file "$work/logs/rclone.log" &
+# daemon_mount MOUNTPOINT NAME LOG CMD...: runs CMD in the background, its
+# output appended to LOG, until MOUNTPOINT is mounted; sets DAEMON_PID.
+daemon_mount() {
+        local mp=$1 name=$2 logf=$3
+        shift 3
+        mkdir -p "$mp"
+        "$@" >>"$logf" 2>&1 &
         DAEMON_PID=$!
         daemons+=("$DAEMON_PID")
-        mounts+=("$1")
-        wait_mounted "$1" "$DAEMON_PID" "rclone mount"
+        mounts+=("$mp")
+        wait_mounted "$mp" "$DAEMON_PID" "$name"
+}
+rclone_mount() { # MOUNTPOINT CACHE_DIR; sets DAEMON_PID
+        daemon_mount "$1" "rclone mount" "$work/logs/rclone.log" rclone mount "bench:$bucket" "$1" \
+                --read-only --vfs-cache-mode full --cache-dir "$2" --log-file "$work/logs/rclone.log"
 }
 casync_mount() { # MOUNTPOINT; sets DAEMON_PID
-        mkdir -p "$1"
-        casync mount --store="$NGINX_URL/casync/default.castr" "$NGINX_URL/casync/data.caidx" "$1" \
-                >>"$work/logs/casync.log" 2>&1 &
-        DAEMON_PID=$!
-        daemons+=("$DAEMON_PID")
-        mounts+=("$1")
-        wait_mounted "$1" "$DAEMON_PID" "casync mount"
+        daemon_mount "$1" "casync mount" "$work/logs/casync.log" casync mount \
+                --store="$NGINX_URL/casync/default.castr" "$NGINX_URL/casync/data.caidx" "$1"
 }
 passthrough_mount() { # MOUNTPOINT; sets DAEMON_PID
-        mkdir -p "$1"
-        "$work/bin/passthrough_ll" -f -o "ro,source=$work/www/raw/data" "$1" \
-                >>"$work/logs/passthrough_ll.log" 2>&1 &
-        DAEMON_PID=$!
-        daemons+=("$DAEMON_PID")
-        mounts+=("$1")
-        wait_mounted "$1" "$DAEMON_PID" passthrough_ll
+        daemon_mount "$1" passthrough_ll "$work/logs/passthrough_ll.log" \
+                "$work/bin/passthrough_ll" -f -o "ro,source=$work/www/raw/data" "$1"
 }
 
 # ------------------------------------------------------------------ data

@@ -346,6 +346,18 @@ static bool probe_direct(struct cairn_cache *c)
         return ok;
 }
 
+/* Disk taken by count manifest files of bytes in all: whole blocks, and one more each. */
+static uint64_t manifests_footprint(uint64_t bytes, uint64_t count)
+{
+        return ((bytes + 4095) & ~(uint64_t)4095) + count * 4096;
+}
+
+/* Takes n bytes off the chunk entries' share of the size limit (never to 0: no limit). */
+static void limit_take(struct cairn_cache *c, uint64_t n)
+{
+        c->max_bytes = c->max_bytes > n ? c->max_bytes - n : 1;
+}
+
 int cairn_cache_open_with(const char *dir, const struct cairn_cache_options *opts,
                           struct cairn_cache **ret_cache)
 {
@@ -400,10 +412,8 @@ int cairn_cache_open_with(const char *dir, const struct cairn_cache_options *opt
                  */
                 struct cairn_cache_stats aux = {0};
                 scan_aux(c, &aux, false);
-                uint64_t fixed = CAIRN_CACHE_FIXED_BYTES +
-                                 ((aux.manifest_bytes + 4095) & ~(uint64_t)4095) +
-                                 aux.manifests * 4096;
-                c->max_bytes = c->max_bytes > fixed ? c->max_bytes - fixed : 1;
+                limit_take(c, CAIRN_CACHE_FIXED_BYTES +
+                                   manifests_footprint(aux.manifest_bytes, aux.manifests));
         }
         *ret_cache = c;
         return 0;
@@ -1389,10 +1399,8 @@ int cairn_cache_verify(struct cairn_cache *cache,
 
 void cairn_cache_count_manifest(struct cairn_cache *cache, uint64_t size)
 {
-        if (!cache->max_bytes)
-                return;
-        uint64_t n = ((size + 4095) & ~(uint64_t)4095) + 4096;
-        cache->max_bytes = cache->max_bytes > n ? cache->max_bytes - n : 1;
+        if (cache->max_bytes)
+                limit_take(cache, manifests_footprint(size, 1));
 }
 
 int cairn_cache_manifest_path(const struct cairn_cache *cache, const struct cairn_digest *d,

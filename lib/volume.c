@@ -646,10 +646,15 @@ static bool buf_fits(size_t cap, size_t want)
  * more read-ahead must not push out the read-ahead a reader needs next.
  * Lock held.
  */
+static bool evictable(const struct mem_chunk *c, bool spare_ahead)
+{
+        return c->pins == 0 && c->state != CHUNK_LOADING && !(spare_ahead && c->ahead);
+}
+
 static struct mem_chunk *evict_candidate_locked(struct cairn_volume *vol, bool spare_ahead)
 {
         for (struct mem_chunk *c = vol->lru_tail; c; c = c->prev)
-                if (c->pins == 0 && c->state != CHUNK_LOADING && !(spare_ahead && c->ahead))
+                if (evictable(c, spare_ahead))
                         return c;
         return NULL;
 }
@@ -668,7 +673,7 @@ static struct mem_chunk *evict_fitting_candidate_locked(struct cairn_volume *vol
 {
         unsigned seen = 0;
         for (struct mem_chunk *c = vol->lru_tail; c && seen < EVICT_FIT_SCAN; c = c->prev) {
-                if (c->pins != 0 || c->state == CHUNK_LOADING || (spare_ahead && c->ahead))
+                if (!evictable(c, spare_ahead))
                         continue;
                 if (buf_fits(c->cap, want))
                         return c;
